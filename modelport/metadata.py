@@ -1,0 +1,174 @@
+"""The model card: everything training records beside a model and serving reads back.
+
+Defined once here and used by both sides, so the feature schema, the drift
+reference and the integrity hashes cannot drift apart between training and
+serving. Stored in BentoML's model metadata under the key ``modelport``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+METADATA_KEY = "modelport"
+
+Task = Literal["classification", "regression"]
+Framework = Literal["sklearn", "keras"]
+Scalar = int | float | str
+ClassLabel = int | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    """One input column as training saw it."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    dtype: str = Field(description="pandas dtype of the column at training time")
+    min: float | None = Field(None, description="observed minimum (numeric only)")
+    max: float | None = Field(None, description="observed maximum (numeric only)")
+    categories: list[str] | None = Field(None, description="observed categories (categorical)")
+
+
+class FeatureBins(_Strict):
+    """Training quantile bins of one numeric feature.
+
+    ``edges`` are the inner cut points (strictly increasing); ``len(edges) + 1``
+    bins, bin *i* holding values in ``(edges[i-1], edges[i]]``.
+    """
+
+    feature: str
+    edges: list[float]
+    ratios: list[float] = Field(description="training share of rows per bin, sums to 1")
+
+
+class DriftReference(_Strict):
+    """What live traffic is compared against."""
+
+    features: list[FeatureBins]
+    class_ratios: dict[str, float] | None = Field(
+        None, description="training share per class (classifiers)"
+    )
+    prediction_buckets: list[float] | None = Field(
+        None, description="histogram bucket bounds for predicted values (regressors)"
+    )
+
+
+class Sample(_Strict):
+    """A few training rows and what the model answered, for the readiness self-test."""
+
+    instances: list[dict[str, Scalar]]
+    predictions: list[Scalar]
+    probabilities: list[list[float]] | None = None
+
+
+class Integrity(_Strict):
+    """SHA-256 of the training data and of every saved model file."""
+
+    data_sha256: str
+    files: dict[str, str] = Field(description="path relative to the model directory -> sha256")
+
+
+class Evaluation(_Strict):
+    """Held-out test metrics and the over-fitting check."""
+
+    test: dict[str, float]
+    confusion_matrix: list[list[int]] | None = None
+    train_score: float
+    validation_score: float
+    score_name: str = Field(description="metric used for the train/validation gap")
+    overfit_gap: float = Field(description="train_score - validation_score")
+    overfit: bool = Field(description="gap exceeded the configured limit")
+
+
+class ModelCard(_Strict):
+    """The ``modelport`` metadata entry of a model in the BentoML store."""
+
+    schema_version: int = SCHEMA_VERSION
+    framework: Framework
+    task: Task
+    target: str
+    classes: list[ClassLabel] | None = Field(
+        None, description="class labels in the order of the model's probability columns"
+    )
+    features: list[FeatureSpec]
+    evaluation: Evaluation
+    params: dict[str, Any]
+    drift: DriftReference
+    sample: Sample
+    integrity: Integrity
+    data_source: str
+    rows: dict[str, int] = Field(description="rows per split: train, validation, test")
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def to_metadata(self) -> dict[str, Any]:
+        # BentoML metadata refuses None: absent fields fall back to their defaults.
+        return {METADATA_KEY: self.model_dump(mode="json", exclude_none=True)}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> ModelCard:
+        try:
+            raw = metadata[METADATA_KEY]
+        except KeyError:
+            raise ValueError("model has no modelport metadata (not trained by modelport)") from None
+        return cls.model_validate(raw)
+
+
+def assign_bins(edges: Sequence[float], values: np.ndarray) -> np.ndarray:
+    """Bin index of each value: the one rule training and serving both use."""
+    return np.searchsorted(np.asarray(edges, dtype=float), values, side="left")
+
+
+def quantile_bins(feature: str, values: np.ndarray, n_bins: int) -> FeatureBins:
+    """Quantile cut points of training values, merged where ties collapse them."""
+    qs = np.linspace(0, 1, n_bins + 1)[1:-1]
+    edges = np.unique(np.quantile(values, qs))
+    counts = np.bincount(assign_bins(edges, values), minlength=len(edges) + 1)
+    ratios = counts / counts.sum()
+    return FeatureBins(
+        feature=feature,
+        edges=[float(e) for e in edges],
+        ratios=[round(float(r), 6) for r in ratios],
+    )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_model_files(root: Path, exclude: Iterable[str] = ("model.yaml",)) -> dict[str, str]:
+    """SHA-256 of every file below a model directory, except BentoML's own metadata
+    file (which holds these very hashes)."""
+    skip = set(exclude)
+    return {
+        str(p.relative_to(root)): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and str(p.relative_to(root)) not in skip
+    }
+
+
+def verify_model_files(root: Path, expected: dict[str, str]) -> list[str]:
+    """Problems found comparing files on disk with the recorded hashes (empty if none)."""
+    actual = hash_model_files(root)
+    problems = [f"{name}: missing" for name in expected if name not in actual]
+    problems += [
+        f"{name}: sha256 mismatch" for name, h in expected.items() if actual.get(name, h) != h
+    ]
+    problems += [f"{name}: not recorded" for name in actual if name not in expected]
+    return problems

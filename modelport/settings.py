@@ -1,0 +1,96 @@
+"""Configuration, read from ``MODELPORT_*`` environment variables (or a ``.env`` file).
+
+Every field is documented: ``modelport config`` prints them with their current values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MODELPORT_"
+
+
+class TrainingSettings(BaseSettings):
+    """How models are split, fitted, evaluated and admitted to the store."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    seed: int = Field(42, description="Random seed for splits and model initialisation.")
+    test_size: float = Field(0.2, gt=0, lt=0.5, description="Share of rows held out for testing.")
+    validation_size: float = Field(
+        0.2, gt=0, lt=0.5, description="Share of the remaining rows used for validation."
+    )
+    min_rows: int = Field(
+        30, ge=10, description="Fewest rows a data set may have to be split and trained on."
+    )
+    max_categories: int = Field(
+        50,
+        ge=2,
+        description="Text columns with more distinct values than this cannot be one-hot encoded.",
+    )
+    overfit_gap: float = Field(
+        0.05,
+        ge=0,
+        description="Train minus validation score above which a model is flagged as over-fitted.",
+    )
+    gate_min_metrics: dict[str, float] = Field(
+        default_factory=lambda: {"accuracy": 0.7, "roc_auc": 0.7, "r2": 0.1},
+        description="Quality gate: minimum held-out test metrics (those the task has) "
+        "for a model to be registered. JSON, e.g. '{\"accuracy\": 0.9}'.",
+    )
+    gate_tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="Quality gate: how much worse than the production model (accuracy for "
+        "classifiers, R² for regressors, on the same test split) a new model may be.",
+    )
+    drift_bins: int = Field(
+        10, ge=2, le=20, description="Quantile bins per numeric feature in the drift reference."
+    )
+    sample_rows: int = Field(
+        5, ge=1, le=100, description="Training rows kept with the model for its self-test."
+    )
+    keras_epochs: int = Field(300, ge=1, description="Most epochs a Keras model trains for.")
+    keras_patience: int = Field(
+        20, ge=1, description="Epochs without validation-loss improvement before stopping."
+    )
+    keras_batch_size: int = Field(32, ge=1, description="Keras mini-batch size.")
+    reports_dir: Path = Field(
+        Path("reports"), description="Where training reports are written (one folder a model)."
+    )
+
+
+class ServiceSettings(BaseSettings):
+    """How the service selects, checks and serves models."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    models: str = Field(
+        "breast-cancer,diabetes,breast-cancer-keras",
+        description="Comma-separated model tags to serve: 'name' (its production version, "
+        "else the latest) or 'name:version'.",
+    )
+    max_batch_rows: int = Field(
+        10_000, ge=1, description="Most instances one request may carry; more gets HTTP 413."
+    )
+    max_body_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest request body accepted; more gets HTTP 413."
+    )
+    monitored_features: int = Field(
+        30,
+        ge=0,
+        description="Most numeric features per model that get drift-bin series "
+        "(bounds label cardinality; the first N in schema order).",
+    )
+    selftest_tolerance: float = Field(
+        1e-4,
+        ge=0,
+        description="Largest difference between a stored sample output and the live one "
+        "for the readiness self-test to pass.",
+    )
+
+    def model_tags(self) -> list[str]:
+        return [t.strip() for t in self.models.split(",") if t.strip()]

@@ -1,0 +1,1 @@
+"""Training: data in, an evaluated, versioned BentoML model out."""
