@@ -195,10 +195,11 @@ def _register(
     import joblib
 
     if isinstance(predictor, SklearnPredictor):
-        model = bentoml.sklearn.save_model(
+        bentoml.sklearn.save_model(
             tag, predictor.estimator, labels=labels, metadata=card.to_metadata()
         )
         try:
+            model = bentoml.models.get(tag)  # the stored copy, not the temporary one
             files = hash_model_files(Path(model.path))
             full = card.model_copy(update={"integrity": card.integrity.model_copy(
                 update={"files": files})})

@@ -1,0 +1,1 @@
+"""The modelport BentoML service (``service.service:ModelPort``)."""

@@ -1,0 +1,186 @@
+"""modelport's Prometheus series (documented in docs/metrics.md).
+
+Counters and histograms only, plus gauges in ``max`` mode, so values aggregate
+across BentoML's worker processes without a ``pid`` label. Label children are
+resolved once per model at load time, not per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prometheus_client import Counter, Gauge, Histogram
+
+from modelport.metadata import ModelCard, assign_bins
+
+M = ["model_name", "model_version"]
+ENDPOINTS = ("predict", "infer", "feedback")
+UNKNOWN_MODEL = "_unknown"
+
+_LATENCY = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+
+
+class Registry:
+    """All modelport metric families; created once per process (see :func:`families`)."""
+
+    def __init__(self, prediction_buckets: list[float]) -> None:
+        self.info = Gauge("modelport_model_info", "Served model (value 1) with framework and task.",
+                          [*M, "framework", "task"], multiprocess_mode="max")
+        self.test_metric = Gauge("modelport_model_test_metric",
+                                 "Held-out test metric recorded at training.", [*M, "metric"],
+                                 multiprocess_mode="max")
+        self.requests = Counter("modelport_requests", "Requests by model, endpoint, status code.",
+                                [*M, "endpoint", "code"])
+        self.request_seconds = Histogram("modelport_request_duration_seconds",
+                                         "Time in the request handler.", [*M, "endpoint"],
+                                         buckets=_LATENCY)
+        self.inference_seconds = Histogram("modelport_inference_duration_seconds",
+                                           "Time in the model call alone.", M, buckets=_LATENCY)
+        self.batch_size = Histogram("modelport_batch_size", "Rows per model call.", M,
+                                    buckets=_BATCH)
+        self.predictions = Counter("modelport_predictions", "Predictions by class.",
+                                   [*M, "class"])
+        self.prediction_value = Histogram("modelport_prediction_value",
+                                          "Predicted values (regressors).", M,
+                                          buckets=prediction_buckets or (0.0,))
+        self.drift_bin = Counter("modelport_drift_bin",
+                                 "Live values per training-quantile bin.", [*M, "feature", "bin"])
+        self.drift_reference = Gauge("modelport_drift_reference_ratio",
+                                     "Training share of each drift bin.", [*M, "feature", "bin"],
+                                     multiprocess_mode="max")
+        self.out_of_range = Counter("modelport_drift_out_of_range",
+                                    "Values outside the training range or categories.",
+                                    [*M, "feature"])
+        self.missing = Counter("modelport_missing_values", "Missing (absent or null) values.",
+                               [*M, "feature"])
+        self.feedback = Counter("modelport_feedback", "Feedback pairs (classifiers).",
+                                [*M, "predicted", "actual", "correct"])
+        self.feedback_n = Counter("modelport_feedback_observations", "Feedback items.", M)
+        self.feedback_abs = Counter("modelport_feedback_absolute_error",
+                                    "Sum of |prediction - label| (regressors).", M)
+        self.feedback_sq = Counter("modelport_feedback_squared_error",
+                                   "Sum of (prediction - label)^2 (regressors).", M)
+
+
+_REGISTRY: Registry | None = None
+
+
+def families(prediction_buckets: list[float]) -> Registry:
+    """The process's metric families (prometheus_client refuses duplicates)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry(prediction_buckets)
+    return _REGISTRY
+
+
+@dataclass
+class _Drift:
+    feature: str
+    edges: np.ndarray
+    lo: float
+    hi: float
+    bins: list[Any]
+    out_of_range: Any
+
+
+@dataclass
+class ModelMetrics:
+    """Pre-resolved label children for one served model."""
+
+    reg: Registry
+    name: str
+    version: str
+    card: ModelCard
+    monitored: int
+    _drift: list[_Drift] = field(default_factory=list)
+    _classes: dict[str, Any] = field(default_factory=dict)
+    _requests: dict[tuple[str, int], Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        r, lv = self.reg, (self.name, self.version)
+        r.info.labels(*lv, self.card.framework, self.card.task).set(1)
+        for metric, value in self.card.evaluation.test.items():
+            r.test_metric.labels(*lv, metric).set(value)
+        specs = {f.name: f for f in self.card.features}
+        for ref in self.card.drift.features[: self.monitored]:
+            spec = specs[ref.feature]
+            children = [r.drift_bin.labels(*lv, ref.feature, str(i)) for i in
+                        range(len(ref.ratios))]
+            for i, ratio in enumerate(ref.ratios):
+                r.drift_reference.labels(*lv, ref.feature, str(i)).set(ratio)
+            self._drift.append(_Drift(
+                ref.feature, np.asarray(ref.edges, dtype=float),
+                spec.min if spec.min is not None else -np.inf,
+                spec.max if spec.max is not None else np.inf,
+                children, r.out_of_range.labels(*lv, ref.feature)))
+        for cls in self.card.classes or []:
+            self._classes[str(cls)] = r.predictions.labels(*lv, str(cls))
+        self.inference = r.inference_seconds.labels(*lv)
+        self.batch = r.batch_size.labels(*lv)
+        self.values = r.prediction_value.labels(*lv)
+        self.latency = {e: r.request_seconds.labels(*lv, e) for e in ENDPOINTS}
+
+    def request(self, endpoint: str, code: int, seconds: float | None = None) -> None:
+        key = (endpoint, code)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.reg.requests.labels(
+                self.name, self.version, endpoint, str(code))
+        child.inc()
+        if seconds is not None:
+            self.latency[endpoint].observe(seconds)
+
+    def observe_inputs(self, X: pd.DataFrame) -> None:
+        for d in self._drift:
+            values = X[d.feature].to_numpy(dtype=float)
+            counts = np.bincount(assign_bins(d.edges, values), minlength=len(d.bins))
+            for i in np.flatnonzero(counts):
+                d.bins[i].inc(int(counts[i]))
+            outside = int(np.count_nonzero((values < d.lo) | (values > d.hi)))
+            if outside:
+                d.out_of_range.inc(outside)
+        for spec in self.card.features:
+            if spec.kind == "categorical" and spec.categories is not None:
+                unseen = int((~X[spec.name].isin(spec.categories)).sum())
+                if unseen:
+                    self.reg.out_of_range.labels(self.name, self.version, spec.name).inc(unseen)
+
+    def observe_missing(self, features: list[str]) -> None:
+        for feature in features:
+            self.reg.missing.labels(self.name, self.version, feature).inc()
+
+    def observe_outputs(self, predictions: list[Any], seconds: float) -> None:
+        self.inference.observe(seconds)
+        self.batch.observe(len(predictions))
+        if self.card.task == "regression":
+            for v in predictions:
+                self.values.observe(v)
+            return
+        labels, counts = np.unique(np.asarray([str(p) for p in predictions]), return_counts=True)
+        for label, count in zip(labels, counts, strict=True):
+            self._classes[str(label)].inc(int(count))
+
+    def observe_feedback(self, pairs: list[tuple[Any, Any]], version: str) -> None:
+        lv = (self.name, version)
+        r = self.reg
+        r.feedback_n.labels(*lv).inc(len(pairs))
+        if self.card.task == "regression":
+            err = np.asarray([float(p) - float(a) for p, a in pairs])
+            r.feedback_abs.labels(*lv).inc(float(np.abs(err).sum()))
+            r.feedback_sq.labels(*lv).inc(float((err**2).sum()))
+            return
+        for p, a in pairs:
+            r.feedback.labels(*lv, str(p), str(a), "true" if str(p) == str(a) else "false").inc()
+
+
+def prediction_buckets(cards: list[ModelCard]) -> list[float]:
+    """Union of the regressors' training quantiles (one histogram has one bucket list)."""
+    bounds = sorted({float(f"{b:.4g}") for c in cards for b in (c.drift.prediction_buckets or [])})
+    if len(bounds) > 40:
+        bounds = bounds[:: len(bounds) // 40 + 1]
+    return bounds

@@ -1,0 +1,162 @@
+"""Loading, checking and calling the served models (no HTTP here)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modelport.metadata import ModelCard, verify_model_files
+from modelport.predictors import Output, Predictor
+from modelport.settings import ServiceSettings
+from service.monitoring import ModelMetrics, Registry, families, prediction_buckets
+from service.validation import parse_instances
+
+log = logging.getLogger("modelport")
+
+
+class ModelLoadError(RuntimeError):
+    """A model that must not serve: the message says which and why."""
+
+
+@dataclass
+class ServedModel:
+    name: str
+    version: str
+    card: ModelCard
+    predictor: Predictor
+    metrics: ModelMetrics
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def predict(self, X: pd.DataFrame) -> Output:
+        self.metrics.observe_inputs(X)
+        start = time.perf_counter()
+        out = self.predictor.predict(X)
+        self.metrics.observe_outputs(out.predictions, time.perf_counter() - start)
+        return out
+
+
+@dataclass
+class _Loaded:
+    tag: str
+    card: ModelCard
+    predictor: Predictor
+
+
+def _load(tag: str) -> _Loaded:
+    from modelport import store
+
+    try:
+        model = store.resolve(tag)
+        card = store.card_of(model)
+    except store.StoreError as exc:
+        raise ModelLoadError(str(exc)) from None
+    if not card.integrity.files:
+        raise ModelLoadError(f"model {model.tag}: no file hashes recorded; refusing to serve it")
+    problems = verify_model_files(Path(model.path), card.integrity.files)
+    if problems:
+        raise ModelLoadError(f"model {model.tag}: integrity check failed: {'; '.join(problems)}")
+    try:
+        predictor = store.predictor_of(model, card)
+    except Exception as exc:  # any loader failure keeps the pod unready, with the reason
+        raise ModelLoadError(f"model {model.tag}: cannot load: {exc}") from None
+    return _Loaded(str(model.tag), card, predictor)
+
+
+def self_test(loaded: _Loaded, tolerance: float) -> None:
+    """Reproduce the recorded sample output, or raise."""
+    card = loaded.card
+    X = parse_instances(card.sample.instances, card, max_rows=len(card.sample.instances))
+    out = loaded.predictor.predict(X)
+    expected = card.sample
+    if card.task == "regression":
+        ok = np.allclose(out.predictions, expected.predictions, rtol=tolerance, atol=tolerance)
+    else:
+        ok = [str(p) for p in out.predictions] == [str(p) for p in expected.predictions]
+        if ok and expected.probabilities is not None and out.probabilities is not None:
+            ok = np.allclose(out.probabilities, expected.probabilities, atol=tolerance)
+    if not ok:
+        raise ModelLoadError(
+            f"model {loaded.tag}: self-test failed: the stored sample input no longer gives "
+            f"the recorded output (got {out.predictions[:3]}, recorded "
+            f"{expected.predictions[:3]})"
+        )
+
+
+@dataclass
+class ModelSet:
+    """The models this process serves, and the ones that failed (which keep it unready)."""
+
+    settings: ServiceSettings
+    models: dict[str, ServedModel] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    registry: Registry | None = None
+
+    @classmethod
+    def load(cls, settings: ServiceSettings) -> ModelSet:
+        result = cls(settings)
+        loaded: list[_Loaded] = []
+        tags = settings.model_tags()
+        if not tags:
+            result.failures["(none)"] = "MODELPORT_MODELS names no model"
+            log.error("not ready: MODELPORT_MODELS names no model")
+        for tag in tags:
+            try:
+                item = _load(tag)
+                self_test(item, settings.selftest_tolerance)
+                loaded.append(item)
+            except Exception as exc:  # one clear line per failed model, never a crash
+                reason = str(exc) if isinstance(exc, ModelLoadError) else f"{tag}: {exc!r}"
+                result.failures[tag] = reason
+                log.error("model not ready: %s", reason)
+        result.registry = families(prediction_buckets([i.card for i in loaded]))
+        for item in loaded:
+            name, version = item.tag.split(":", 1)
+            metrics = ModelMetrics(result.registry, name, version, item.card,
+                                   settings.monitored_features)
+            result.models[name] = ServedModel(name, version, item.card, item.predictor, metrics)
+            log.info("serving %s (%s %s)", item.tag, item.card.framework, item.card.task)
+        return result
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models) and not self.failures
+
+    def get(self, name: str | None) -> ServedModel:
+        from service.validation import InputError
+
+        if name is None:
+            if len(self.models) == 1:
+                return next(iter(self.models.values()))
+            raise InputError(
+                f"model: required when several models are served; one of: "
+                f"{', '.join(sorted(self.models))}"
+            )
+        if not isinstance(name, str) or name not in self.models:
+            raise InputError(
+                f"model: unknown model {name!r}; served models: {', '.join(sorted(self.models))}",
+                status=404,
+            )
+        return self.models[name]
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": m.name,
+                "version": m.version,
+                "framework": m.card.framework,
+                "task": m.card.task,
+                "classes": m.card.classes,
+                "features": m.card.feature_names,
+                "sample": {"model": m.name, "instances": m.card.sample.instances[:1]},
+            }
+            for m in self.models.values()
+        ]

@@ -1,0 +1,164 @@
+"""The BentoML service: JSON predictions, Open Inference Protocol V2, feedback.
+
+``bentoml serve service.service:ModelPort``. Models load in ``__init__`` (in each
+worker, never at import); ``/readyz`` stays 503 until every model named in
+``MODELPORT_MODELS`` has loaded, passed its integrity check and reproduced its
+stored sample output.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any, cast
+
+import bentoml
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+
+from modelport.settings import ServiceSettings
+from service import oip
+from service.monitoring import UNKNOWN_MODEL
+from service.runtime import ModelSet, ServedModel
+from service.validation import InputError, check_batch_size, parse_instances
+
+log = logging.getLogger("modelport")
+
+_VERSION = re.compile(r"^[a-z0-9]{1,32}$")  # BentoML's generated versions; bounds labels
+
+
+class PredictResponse(BaseModel):
+    model_name: str
+    model_version: str
+    predictions: list[Any]
+    probabilities: list[list[float]] | None = Field(
+        None, description="Class probabilities, columns in the order of the model's classes."
+    )
+
+
+class FeedbackItem(BaseModel):
+    prediction: Any = Field(description="What the model predicted (class label or value).")
+    label: Any = Field(description="The ground truth (class label or value).")
+
+
+class FeedbackResponse(BaseModel):
+    model_name: str
+    model_version: str
+    accepted: int
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+@bentoml.service(
+    name="modelport",
+    workers=1,
+    traffic={"timeout": 60},
+    labels={"project": "modelport"},
+)
+@bentoml.asgi_app(oip.app, path="/", name="oip-v2")
+class ModelPort:
+    def __init__(self) -> None:
+        self.settings = ServiceSettings()
+        self.models = ModelSet.load(self.settings)
+
+    def __is_ready__(self) -> bool:
+        return self.models.ready
+
+    def _count_unknown(self, endpoint: str, status: int) -> None:
+        if self.models.registry is not None:
+            self.models.registry.requests.labels(UNKNOWN_MODEL, "", endpoint, str(status)).inc()
+
+    def resolve(self, name: Any, endpoint: str) -> ServedModel:
+        try:
+            return self.models.get(name)
+        except InputError as exc:
+            self._count_unknown(endpoint, exc.status)
+            raise
+
+    @bentoml.api(route="/predict")
+    async def predict(
+        self,
+        instances: list[dict[str, Any]] = Field(
+            description="Rows of named feature values, e.g. [{\"mean radius\": 14.1, ...}]."
+        ),
+        model: str | None = Field(
+            None, description="Model name; optional when the service serves one model."
+        ),
+    ) -> PredictResponse:
+        """Predict for a batch of instances."""
+        start = time.perf_counter()
+        try:
+            served = self.resolve(model, "predict")
+        except InputError as exc:
+            return cast(PredictResponse, error(exc.status, exc.message))
+        try:
+            X = parse_instances(instances, served.card, self.settings.max_batch_rows)
+            out = served.predict(X)
+        except InputError as exc:
+            served.metrics.observe_missing(exc.missing)
+            served.metrics.request("predict", exc.status)
+            return cast(PredictResponse, error(exc.status, exc.message))
+        except Exception:
+            log.exception("prediction failed for %s", served.tag)
+            served.metrics.request("predict", 500)
+            return cast(PredictResponse, error(500, "internal error; see the server log"))
+        served.metrics.request("predict", 200, time.perf_counter() - start)
+        proba = None if out.probabilities is None else out.probabilities.tolist()
+        return PredictResponse(model_name=served.name, model_version=served.version,
+                               predictions=out.predictions, probabilities=proba)
+
+    @bentoml.api(route="/feedback")
+    async def feedback(
+        self,
+        items: list[FeedbackItem] = Field(description="Predictions with their ground truth."),
+        model: str | None = Field(None, description="Model name (optional with one model)."),
+        model_version: str | None = Field(
+            None, description="Version that made the predictions (default: the served one)."
+        ),
+    ) -> FeedbackResponse:
+        """Record ground truth for earlier predictions (stateless; any pod may receive it)."""
+        start = time.perf_counter()
+        try:
+            served = self.resolve(model, "feedback")
+        except InputError as exc:
+            return cast(FeedbackResponse, error(exc.status, exc.message))
+        try:
+            version = model_version or served.version
+            if not _VERSION.match(version):
+                raise InputError(f"model_version: {version!r} is not a model version")
+            check_batch_size(len(items), self.settings.max_batch_rows, "items")
+            pairs = [self._pair(served, i, item) for i, item in enumerate(items)]
+        except InputError as exc:
+            served.metrics.request("feedback", exc.status)
+            return cast(FeedbackResponse, error(exc.status, exc.message))
+        served.metrics.observe_feedback(pairs, version)
+        served.metrics.request("feedback", 200, time.perf_counter() - start)
+        return FeedbackResponse(model_name=served.name, model_version=version,
+                                accepted=len(pairs))
+
+    @staticmethod
+    def _pair(served: ServedModel, i: int, item: FeedbackItem) -> tuple[Any, Any]:
+        import math
+
+        values = []
+        for key in ("prediction", "label"):
+            value = getattr(item, key)
+            where = f"items[{i}].{key}"
+            if served.card.task == "regression":
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise InputError(f"{where}: expected a number, got {value!r}")
+                if not math.isfinite(value):
+                    raise InputError(f"{where}: must be a finite number, got {value}")
+                values.append(float(value))
+            else:
+                classes = [str(c) for c in served.card.classes or []]
+                if str(value) not in classes or isinstance(value, dict | list):
+                    raise InputError(f"{where}: unknown class {value!r}; classes are {classes}")
+                values.append(str(value))
+        return values[0], values[1]
+
+
+ModelPort.add_asgi_middleware(oip.BodyLimit)
