@@ -236,6 +236,119 @@ def config() -> None:
         out.print(table)
 
 
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (BENTOML_PORT also works).")] = 3000,
+    models: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Comma-separated model tags (default: MODELPORT_MODELS)."),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve models with BentoML on 127.0.0.1 (foreground; Ctrl-C stops)."""
+    from modelport import server
+
+    proc = server.start(port, models=models, workers=workers, log=None)
+    proc.stdout = None
+    try:
+        sys.exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        sys.exit(proc.wait())
+
+
+@app.command()
+def build(
+    models: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Comma-separated model tags (default: bentofile.yaml's models)."),
+    ] = None,
+    project: Annotated[Path, typer.Option(help="Folder holding bentofile.yaml.")] = Path("."),
+) -> None:
+    """Build the bento (service + exact model versions) and print its tag."""
+    from modelport import bento, store
+
+    tags = [t.strip() for t in models.split(",") if t.strip()] if models else None
+    try:
+        tag = bento.build(project.resolve(), tags)
+    except store.StoreError as exc:
+        raise _fail(f"{exc} (train it first: modelport train ...)") from None
+    out.print(tag)
+
+
+DEMO_RECIPES = ("breast-cancer", "diabetes", "breast-cancer-keras")
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port to serve on (0: any free port).")] = 3000,
+    once: Annotated[
+        bool, typer.Option("--once", help="Stop after the sample predictions.")
+    ] = False,
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="Train even if production models exist.")
+    ] = False,
+) -> None:
+    """Train the demo models (if needed), serve them and show a sample prediction."""
+    import json
+    import subprocess
+    import tempfile
+    import urllib.request
+
+    from modelport import server, store
+
+    for recipe in DEMO_RECIPES:
+        if retrain or store.production_model(recipe) is None:
+            console.rule(f"training {recipe}")
+            code = subprocess.call([sys.executable, "-m", "modelport", "train", recipe,
+                                    "--promote"])
+            if code != 0:
+                raise _fail(f"training {recipe} failed (exit {code})", code)
+        else:
+            console.print(f"{recipe}: using production version "
+                          f"{store.production_model(recipe).tag}")  # type: ignore[union-attr]
+    port = port or server.free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.gettempdir()) / f"modelport-demo-{port}.log"
+    console.rule(f"serving on {url}")
+    proc = server.start(port, models=",".join(DEMO_RECIPES), log=log)
+    try:
+        seconds = server.wait_ready(url, proc)
+        console.print(f"ready in {seconds:.1f}s (server log: {log})")
+        with urllib.request.urlopen(f"{url}/models") as resp:
+            listed = json.load(resp)["models"]
+        first = None
+        for entry in listed:
+            body = json.dumps(entry["sample"]).encode()
+            req = urllib.request.Request(f"{url}/predict", data=body,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req) as resp:
+                answer = json.load(resp)
+            out.print(f"[bold]{entry['name']}[/] {entry['version']}: "
+                      f"predictions={answer['predictions']} "
+                      + (f"probabilities={answer['probabilities']}"
+                         if answer.get("probabilities") else ""))
+            first = first or (entry, body)
+        if first:
+            out.print("\nTry it:", style="bold")
+            out.print(f"curl -s -X POST {url}/predict -H 'Content-Type: application/json' "
+                      f"-d '{first[1].decode()}'", soft_wrap=True, highlight=False)
+        out.print(f"Metrics: {url}/metrics   Models: {url}/models   Docs: {url}/",
+                  highlight=False)
+        if once:
+            return
+        out.print("Serving; Ctrl-C stops.")
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, TimeoutError) as exc:
+        raise _fail(f"{exc}; see {log}", 1) from None
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 def main() -> None:
     # BentoML sends usage events by default; a deployment tool should not.
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")

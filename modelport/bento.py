@@ -1,0 +1,44 @@
+"""Building the bento: bentofile.yaml with its models pinned to exact versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelport import store
+
+
+def build_config(bentofile: Path, tags: list[str] | None = None) -> dict[str, Any]:
+    """The bentofile's build options with models resolved to ``name:version``.
+
+    Exact tags go both into the bento's model list and into ``MODELPORT_MODELS``, so
+    the image serves precisely what was built; TensorFlow is dropped from the
+    packages when no Keras model is included (sklearn-only images stay small).
+    """
+    try:
+        config = yaml.safe_load(bentofile.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise store.StoreError(f"{bentofile}: cannot read: {exc}") from None
+    wanted = tags or [str(m) for m in config.get("models", [])]
+    resolved = [store.resolve(t) for t in wanted]
+    exact = [str(m.tag) for m in resolved]
+    config["models"] = exact
+    keras = any(store.card_of(m).framework == "keras" for m in resolved)
+    python = config.setdefault("python", {})
+    python["packages"] = [
+        p for p in python.get("packages", []) if keras or not p.startswith("tensorflow")
+    ]
+    envs = [e for e in config.get("envs", []) if e.get("name") != "MODELPORT_MODELS"]
+    config["envs"] = [{"name": "MODELPORT_MODELS", "value": ",".join(exact)}, *envs]
+    return config
+
+
+def build(project: Path, tags: list[str] | None = None) -> str:
+    import bentoml
+
+    config = build_config(project / "bentofile.yaml", tags)
+    service = config.pop("service")
+    bento = bentoml.bentos.build(service, build_ctx=str(project), **config)
+    return str(bento.tag)
