@@ -134,7 +134,10 @@ def assign_bins(edges: Sequence[float], values: np.ndarray) -> np.ndarray:
 def quantile_bins(feature: str, values: np.ndarray, n_bins: int) -> FeatureBins:
     """Quantile cut points of training values, merged where ties collapse them."""
     qs = np.linspace(0, 1, n_bins + 1)[1:-1]
-    edges = np.unique(np.quantile(values, qs))
+    # Cut at observed values and never at the maximum, so ties merge bins instead of
+    # leaving bins no training value falls in (an empty reference bin breaks PSI).
+    cuts = np.quantile(values, qs, method="inverted_cdf")
+    edges = np.unique(cuts[cuts < values.max()])
     counts = np.bincount(assign_bins(edges, values), minlength=len(edges) + 1)
     ratios = counts / counts.sum()
     return FeatureBins(
