@@ -245,11 +245,8 @@ async def predict_by_path(request: Request) -> Response:
             raise InputError("body: expected a JSON object with 'instances'")
     except InputError as exc:
         return _error(exc.status, exc.message)
-    result = await _service().predict(instances=body.get("instances"),
-                                      model=request.path_params["name"])
-    if isinstance(result, Response):
-        return result
-    return JSONResponse(result.model_dump())
+    status, payload = _service().run_predict(body.get("instances"), request.path_params["name"])
+    return JSONResponse(payload, status_code=status)
 
 
 # One app mounted at "/": BentoML's PassiveMount only claims paths that one of these

@@ -49,6 +49,7 @@ class FeedbackResponse(BaseModel):
 
 
 def error(status: int, message: str) -> JSONResponse:
+    # Returned, not raised: BentoML 1.4 wraps raised 4xx errors in a list.
     return JSONResponse({"error": message}, status_code=status)
 
 
@@ -78,6 +79,30 @@ class ModelPort:
             self._count_unknown(endpoint, exc.status)
             raise
 
+    def run_predict(self, instances: Any, model: Any) -> tuple[int, dict[str, Any]]:
+        """The predict logic shared by ``POST /predict`` and ``POST /models/{name}/predict``:
+        (HTTP status, JSON body)."""
+        start = time.perf_counter()
+        try:
+            served = self.resolve(model, "predict")
+        except InputError as exc:
+            return exc.status, {"error": exc.message}
+        try:
+            X = parse_instances(instances, served.card, self.settings.max_batch_rows)
+            out = served.predict(X)
+        except InputError as exc:
+            served.metrics.observe_missing(exc.missing)
+            served.metrics.request("predict", exc.status)
+            return exc.status, {"error": exc.message}
+        except Exception:
+            log.exception("prediction failed for %s", served.tag)
+            served.metrics.request("predict", 500)
+            return 500, {"error": "internal error; see the server log"}
+        served.metrics.request("predict", 200, time.perf_counter() - start)
+        proba = None if out.probabilities is None else out.probabilities.tolist()
+        return 200, {"model_name": served.name, "model_version": served.version,
+                     "predictions": out.predictions, "probabilities": proba}
+
     @bentoml.api(route="/predict")
     async def predict(
         self,
@@ -89,26 +114,10 @@ class ModelPort:
         ),
     ) -> PredictResponse:
         """Predict for a batch of instances."""
-        start = time.perf_counter()
-        try:
-            served = self.resolve(model, "predict")
-        except InputError as exc:
-            return cast(PredictResponse, error(exc.status, exc.message))
-        try:
-            X = parse_instances(instances, served.card, self.settings.max_batch_rows)
-            out = served.predict(X)
-        except InputError as exc:
-            served.metrics.observe_missing(exc.missing)
-            served.metrics.request("predict", exc.status)
-            return cast(PredictResponse, error(exc.status, exc.message))
-        except Exception:
-            log.exception("prediction failed for %s", served.tag)
-            served.metrics.request("predict", 500)
-            return cast(PredictResponse, error(500, "internal error; see the server log"))
-        served.metrics.request("predict", 200, time.perf_counter() - start)
-        proba = None if out.probabilities is None else out.probabilities.tolist()
-        return PredictResponse(model_name=served.name, model_version=served.version,
-                               predictions=out.predictions, probabilities=proba)
+        status, body = self.run_predict(instances, model)
+        if status != 200:
+            return cast(PredictResponse, JSONResponse(body, status_code=status))
+        return PredictResponse(**body)
 
     @bentoml.api(route="/feedback")
     async def feedback(
