@@ -69,7 +69,7 @@ def train(
 ) -> None:
     """Train, evaluate and register a model (quality-gated)."""
     from modelport.settings import TrainingSettings
-    from training.data import DataError, load_csv, validate_frame, frame_sha256
+    from training.data import DataError, frame_sha256, load_csv, validate_frame
     from training.recipes import RECIPES
     from training.run import train as run_train
 
@@ -106,7 +106,7 @@ def train(
         _require_tensorflow()
 
     result = run_train(
-        data, name=model_name, framework=fw, settings=settings, console=console,  # type: ignore[arg-type]
+        data, name=model_name, framework=fw, settings=settings, console=console,
         force=force, stage="production" if promote else "staging",
     )
     _print_result(result)
@@ -119,7 +119,7 @@ def train(
     if promote:
         from modelport import store
 
-        model, demoted = store.promote(result.tag)
+        _, demoted = store.promote(result.tag)
         for old in demoted:
             console.print(f"demoted {old.tag} to stage=archived")
     out.print(result.tag)
@@ -160,7 +160,7 @@ def _print_result(result: object) -> None:
     console.print(
         f"[{style}]{ev.score_name}: train {ev.train_score:.4f}  validation "
         f"{ev.validation_score:.4f}  gap {ev.overfit_gap:+.4f}"
-        + ("  OVER-FITTED" if ev.overfit else "") + f"[/]"
+        + ("  OVER-FITTED" if ev.overfit else "") + "[/]"
     )
     for failure in result.gate.failures:
         console.print(f"[bold red]gate:[/] {failure}")

@@ -126,7 +126,7 @@ class ModelCard(_Strict):
         return cls.model_validate(raw)
 
 
-def assign_bins(edges: Sequence[float], values: np.ndarray) -> np.ndarray:
+def assign_bins(edges: Sequence[float] | np.ndarray, values: np.ndarray) -> np.ndarray:
     """Bin index of each value: the one rule training and serving both use."""
     return np.searchsorted(np.asarray(edges, dtype=float), values, side="left")
 

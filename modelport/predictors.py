@@ -80,7 +80,9 @@ class KerasPredictor(Predictor):
         return out
 
 
-def load_predictor(model_dir: Path, framework: str, task: str, classes: list[Any] | None):
+def load_predictor(
+    model_dir: Path, framework: str, task: str, classes: list[Any] | None
+) -> Predictor:
     """Load the saved artifacts of a model directory (TensorFlow only for Keras)."""
     import joblib
 

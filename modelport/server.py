@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -35,8 +36,8 @@ def start(
     if models is not None:
         child_env["MODELPORT_MODELS"] = models
     if workers is not None:
-        child_env["BENTOML_CONFIG_OVERRIDES"] = (
-            '{"services": {"modelport": {"workers": %d}}}' % workers
+        child_env["BENTOML_CONFIG_OVERRIDES"] = json.dumps(
+            {"services": {"modelport": {"workers": workers}}}
         )
     bentoml_cli = Path(sys.executable).with_name("bentoml")
     out = log.open("wb") if log else subprocess.DEVNULL

@@ -68,7 +68,8 @@ def parse_infer(body: Any, card: ModelCard, max_rows: int) -> Any:
     if not isinstance(inputs, list) or not inputs:
         raise InputError("inputs: expected a non-empty list of tensors")
     for i, tensor in enumerate(inputs):
-        if not isinstance(tensor, dict) or not {"name", "shape", "datatype", "data"} <= tensor.keys():
+        fields = {"name", "shape", "datatype", "data"}
+        if not isinstance(tensor, dict) or not fields <= tensor.keys():
             raise InputError(f"inputs[{i}]: expected an object with name, shape, datatype, data")
     names = card.feature_names
     if len(inputs) == 1 and inputs[0]["name"] not in names:

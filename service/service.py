@@ -152,7 +152,7 @@ class ModelPort:
     def _pair(served: ServedModel, i: int, item: FeedbackItem) -> tuple[Any, Any]:
         import math
 
-        values = []
+        values: list[Any] = []
         for key in ("prediction", "label"):
             value = getattr(item, key)
             where = f"items[{i}].{key}"
@@ -170,4 +170,4 @@ class ModelPort:
         return values[0], values[1]
 
 
-ModelPort.add_asgi_middleware(oip.BodyLimit)
+ModelPort.add_asgi_middleware(oip.BodyLimit)  # type: ignore[attr-defined]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 
 
 @pytest.fixture(scope="session")
-def trained(settings) -> Iterator[dict[str, object]]:  # type: ignore[no-untyped-def]
+def trained(settings) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """The three demo recipes, trained once per session and promoted to production."""
     from rich.console import Console
 
@@ -61,4 +60,4 @@ def trained(settings) -> Iterator[dict[str, object]]:  # type: ignore[no-untyped
         assert result.registered, result.gate.failures
         store.promote(result.tag)
         results[name] = result
-    yield results
+    return results

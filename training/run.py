@@ -234,7 +234,7 @@ def train(
 ) -> TrainResult:
     import bentoml
 
-    tag = str(bentoml.Tag(name).make_new_version())
+    tag = str(bentoml.Tag(name, None).make_new_version())
     s = split(data, settings)
     classes = _classes(data.y) if data.task == "classification" else None
     console.print(

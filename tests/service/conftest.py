@@ -50,7 +50,8 @@ def launch(log_dir: Path, models: str, *, workers: int = 1, env: dict[str, str] 
             seconds = srv.wait_ready(url, proc, timeout=120)
         except Exception:
             os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError(f"server did not get ready:\n{log.read_text()[-3000:]}")
+            raise AssertionError(
+                f"server did not get ready:\n{log.read_text()[-3000:]}") from None
     return Server(url, proc, log, seconds)
 
 

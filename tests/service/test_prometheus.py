@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -30,7 +29,7 @@ def prometheus(server, tmp_path_factory):  # type: ignore[no-untyped-def]
     binary = shutil.which("prometheus")
     if binary is None:
         if IN_CI:
-            pytest.fail("prometheus is not installed: run `make tools` (hack/install-system-deps.sh)")
+            pytest.fail("prometheus is not installed: run `make tools`")
         pytest.skip("prometheus not installed (make tools installs it)")
     work = tmp_path_factory.mktemp("prometheus")
     target = server.url.removeprefix("http://")
