@@ -94,3 +94,107 @@ fmt: venv ## Format the code with ruff.
 .PHONY: clean
 clean: ## Remove the virtual environment, tools and caches.
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache reports
+
+##@ Kubernetes
+
+HELM ?= helm
+KUBECTL ?= kubectl
+KIND ?= kind
+MINIKUBE ?= minikube
+# Extra arguments for `bentoml containerize`, e.g. "--backend buildah".
+CONTAINERIZE_ARGS ?=
+METRICS_SERVER_VERSION ?= v0.7.2
+PROM_OPERATOR_VERSION ?= v0.93.0
+PROM_OPERATOR_CRDS := https://raw.githubusercontent.com/prometheus-operator/prometheus-operator/$(PROM_OPERATOR_VERSION)/example/prometheus-operator-crd
+# A second tag of IMG: the e2e suite upgrades to it, then rolls back.
+E2E_IMG_NEXT ?= $(firstword $(subst :, ,$(IMG))):e2e-next
+# Extra `helm upgrade --install` arguments, e.g. "-f my-values.yaml".
+HELM_ARGS ?=
+
+.PHONY: manifests
+manifests: ## Regenerate k8s/base and k8s/monitoring from the chart.
+	bash hack/gen-manifests.sh k8s
+
+.PHONY: helm-lint
+helm-lint: ## helm lint --strict with every ci/*-values.yaml scenario.
+	for f in $(CHART)/ci/*-values.yaml; do $(HELM) lint --strict $(CHART) -f "$$f"; done
+
+.PHONY: test-chart
+test-chart: venv ## Chart, manifest and Prometheus rule tests (helm, promtool; no cluster).
+	$(BIN)/python -m pytest -m chart tests/chart $(PYTEST_ARGS)
+
+.PHONY: cluster-addons
+cluster-addons: ## Prometheus Operator CRDs into the current kube context (for the ServiceMonitor).
+	for crd in servicemonitors podmonitors prometheusrules; do \
+	  $(KUBECTL) apply --server-side -f $(PROM_OPERATOR_CRDS)/monitoring.coreos.com_$$crd.yaml; \
+	done
+
+.PHONY: kind-up
+kind-up: ## Create the kind cluster with metrics-server and the Prometheus Operator CRDs.
+	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || \
+	  $(KIND) create cluster --name $(KIND_CLUSTER) --config k8s/kind/cluster.yaml --wait 180s
+	$(KUBECTL) config use-context kind-$(KIND_CLUSTER)
+	$(KUBECTL) apply -f https://github.com/kubernetes-sigs/metrics-server/releases/download/$(METRICS_SERVER_VERSION)/components.yaml
+	@# kind's kubelets serve self-signed certificates: metrics-server must not verify them.
+	$(KUBECTL) -n kube-system get deployment metrics-server -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q kubelet-insecure-tls || \
+	  $(KUBECTL) -n kube-system patch deployment metrics-server --type=json \
+	    -p '[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--kubelet-insecure-tls"}]'
+	$(MAKE) cluster-addons
+	$(KUBECTL) -n kube-system rollout status deployment/metrics-server --timeout=180s
+
+.PHONY: image
+image: venv ## Build the bento and its image (IMG) with bentoml containerize.
+	$(BIN)/modelport build
+	$(BIN)/bentoml containerize modelport:latest --image-tag $(IMG) $(CONTAINERIZE_ARGS)
+
+.PHONY: kind-load
+kind-load: ## Load IMG (and its e2e-next tag) into the kind nodes.
+	docker tag $(IMG) $(E2E_IMG_NEXT)
+	$(KIND) load docker-image $(IMG) $(E2E_IMG_NEXT) --name $(KIND_CLUSTER)
+
+.PHONY: deploy
+deploy: ## helm upgrade --install the chart with IMG into NAMESPACE, waiting for the rollout.
+	$(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) --create-namespace \
+	  --set image.repository=$(firstword $(subst :, ,$(IMG))) --set image.tag=$(lastword $(subst :, ,$(IMG))) \
+	  --set image.pullPolicy=IfNotPresent --wait --timeout 10m $(HELM_ARGS)
+	$(KUBECTL) -n $(NAMESPACE) rollout history deployment/$(RELEASE)
+	$(HELM) test $(RELEASE) --namespace $(NAMESPACE) --logs
+
+.PHONY: undeploy
+undeploy: ## helm uninstall the release.
+	$(HELM) uninstall $(RELEASE) --namespace $(NAMESPACE) --wait
+
+.PHONY: e2e
+e2e: venv ## End-to-end suite on the current kube context (install, predict, upgrade, rollback).
+	MODELPORT_E2E_IMAGE=$(IMG) MODELPORT_E2E_IMAGE_NEXT=$(E2E_IMG_NEXT) \
+	  $(BIN)/python -m pytest -m e2e tests/chart $(PYTEST_ARGS)
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster.
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+.PHONY: minikube-up
+minikube-up: ## Start minikube (3 nodes) with metrics-server and the Prometheus Operator CRDs.
+	$(MINIKUBE) status -p $(MINIKUBE_PROFILE) >/dev/null 2>&1 || \
+	  $(MINIKUBE) start -p $(MINIKUBE_PROFILE) --nodes 3 --addons metrics-server
+	$(KUBECTL) config use-context $(MINIKUBE_PROFILE)
+	$(MAKE) cluster-addons
+
+.PHONY: minikube-load
+minikube-load: ## Load IMG (and its e2e-next tag) into minikube.
+	$(MINIKUBE) -p $(MINIKUBE_PROFILE) image load $(IMG)
+	$(MINIKUBE) -p $(MINIKUBE_PROFILE) image tag $(IMG) $(E2E_IMG_NEXT)
+
+.PHONY: minikube-deploy
+minikube-deploy: ## deploy, on the minikube context.
+	$(KUBECTL) config use-context $(MINIKUBE_PROFILE)
+	$(MAKE) deploy
+
+.PHONY: minikube-e2e
+minikube-e2e: ## e2e, on the minikube context.
+	$(KUBECTL) config use-context $(MINIKUBE_PROFILE)
+	$(MAKE) e2e
+
+.PHONY: minikube-down
+minikube-down: ## Delete the minikube profile.
+	$(MINIKUBE) delete -p $(MINIKUBE_PROFILE)

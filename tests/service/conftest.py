@@ -38,8 +38,21 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
+def private_home(base: Path) -> Path:
+    """A BentoML home sharing the session's model store. BentoML empties
+    ``$BENTOML_HOME/prometheus_multiproc_dir`` when a server starts, so two servers on
+    one home would wipe each other's metrics."""
+    home = base / "bentoml-home"
+    home.mkdir(exist_ok=True)
+    link = home / "models"
+    if not link.exists():
+        link.symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+    return home
+
+
 def launch(log_dir: Path, models: str, *, workers: int = 1, env: dict[str, str] | None = None,
            wait: bool = True) -> Server:
+    env = {"BENTOML_HOME": str(private_home(log_dir)), **(env or {})}
     port = srv.free_port()
     log = log_dir / f"server-{port}.log"
     proc = srv.start(port, models=models, workers=workers, env=env, log=log)

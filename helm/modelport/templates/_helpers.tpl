@@ -1,0 +1,173 @@
+{{/*
+Chart name, truncated to 63 characters (the DNS label limit of some name fields).
+*/}}
+{{- define "modelport.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name. Truncated to 56 characters so that "-canary" still fits in 63.
+If the release name contains the chart name it is used as is.
+*/}}
+{{- define "modelport.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 56 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 56 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 56 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Namespace of all resources.
+*/}}
+{{- define "modelport.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Chart name and version for the helm.sh/chart label.
+*/}}
+{{- define "modelport.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "modelport.labels" -}}
+helm.sh/chart: {{ include "modelport.chart" . }}
+{{ include "modelport.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "modelport.labelValue" (include "modelport.imageTag" (dict "root" . "tag" .Values.image.tag)) | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: modelport
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels shared by stable and canary pods, so one Service reaches both.
+Each Deployment's own selector adds `track` to keep the two disjoint.
+*/}}
+{{- define "modelport.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelport.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+A string made safe as a label value: allowed characters only, at most 63, alphanumeric ends.
+*/}}
+{{- define "modelport.labelValue" -}}
+{{- regexReplaceAll "[^A-Za-z0-9._-]" . "_" | trunc 63 | trimAll "._-" }}
+{{- end }}
+
+{{/*
+Name of the ServiceAccount.
+*/}}
+{{- define "modelport.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "modelport.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image tag: the given tag or the chart appVersion. Args: dict root, tag.
+*/}}
+{{- define "modelport.imageTag" -}}
+{{- default .root.Chart.AppVersion .tag }}
+{{- end }}
+
+{{/*
+Image reference. Args: dict root, tag, digest. A digest pins the image and wins over the tag.
+*/}}
+{{- define "modelport.image" -}}
+{{- if .digest }}
+{{- printf "%s@%s" .root.Values.image.repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .root.Values.image.repository (include "modelport.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Model version as shown in labels and the change-cause: the configured one or "latest".
+*/}}
+{{- define "modelport.modelVersion" -}}
+{{- default "latest" . }}
+{{- end }}
+
+{{/*
+MODELPORT_MODELS: the primary model tag, then any extra ones. Args: dict root, version.
+*/}}
+{{- define "modelport.modelTags" -}}
+{{- $primary := .root.Values.model.name }}
+{{- if .version }}
+{{- $primary = printf "%s:%s" .root.Values.model.name .version }}
+{{- end }}
+{{- join "," (prepend .root.Values.model.extraModels $primary) }}
+{{- end }}
+
+{{/*
+BENTOML_CONFIG_OVERRIDES as JSON: workers and request timeout from values, deep-merged
+with bentoml.configOverrides (which wins).
+*/}}
+{{- define "modelport.bentomlConfig" -}}
+{{- $base := dict "services" (dict "modelport" (dict "workers" (int .Values.bentoml.workers) "traffic" (dict "timeout" (int .Values.bentoml.requestTimeoutSeconds)))) }}
+{{- $merged := mustMergeOverwrite $base (deepCopy .Values.bentoml.configOverrides) }}
+{{- toJson $merged }}
+{{- end }}
+
+{{/*
+True when an API is available: from the cluster (or --api-versions), or listed in
+.Values.apiVersions so that `helm template` and GitOps tools can render it offline.
+Args: dict root, api (e.g. "monitoring.coreos.com/v1/ServiceMonitor").
+*/}}
+{{- define "modelport.apiAvailable" -}}
+{{- if or (.root.Capabilities.APIVersions.Has .api) (has .api .root.Values.apiVersions) -}}
+true
+{{- end }}
+{{- end }}
+
+{{/*
+Label selector of this release's series in Prometheus: the ServiceMonitor's job is the
+Service name.
+*/}}
+{{- define "modelport.promSelector" -}}
+job="{{ include "modelport.fullname" . }}",namespace="{{ include "modelport.namespace" . }}"
+{{- end }}
+
+{{/*
+Checks of combinations of values that the JSON schema cannot express.
+*/}}
+{{- define "modelport.validateValues" -}}
+{{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
+{{- fail "autoscaling.enabled and keda.enabled are mutually exclusive: KEDA creates its own HPA for the Deployment. Enable one of them (request-rate scaling: autoscaling.requestRate with prometheus-adapter, or keda)." }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
+{{- fail (printf "autoscaling.maxReplicas (%d) must be >= autoscaling.minReplicas (%d)" (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
+{{- end }}
+{{- with .Values.autoscaling }}
+{{- if and .enabled (not (or .targetCPUUtilizationPercentage .targetMemoryUtilizationPercentage .requestRate.enabled)) }}
+{{- fail "autoscaling.enabled needs a metric: targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or requestRate.enabled" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.keda.enabled (lt (int .Values.keda.maxReplicas) (int .Values.keda.minReplicas)) }}
+{{- fail (printf "keda.maxReplicas (%d) must be >= keda.minReplicas (%d)" (int .Values.keda.maxReplicas) (int .Values.keda.minReplicas)) }}
+{{- end }}
+{{- $drain := add .Values.preStopSleepSeconds .Values.bentoml.requestTimeoutSeconds }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + bentoml.requestTimeoutSeconds (%d): otherwise in-flight requests are killed on shutdown" (int .Values.terminationGracePeriodSeconds) (int $drain)) }}
+{{- end }}
+{{- if and .Values.canary.enabled (not (or .Values.canary.image.tag .Values.canary.image.digest .Values.canary.model.version)) }}
+{{- fail "canary.enabled needs canary.image.tag (or canary.image.digest) or canary.model.version: otherwise the canary is identical to the stable Deployment" }}
+{{- end }}
+{{- if and .Values.podDisruptionBudget.enabled (ne (toString .Values.podDisruptionBudget.minAvailable) "") (ne (toString .Values.podDisruptionBudget.maxUnavailable) "") }}
+{{- fail "podDisruptionBudget: set either minAvailable or maxUnavailable, not both" }}
+{{- end }}
+{{- end }}
