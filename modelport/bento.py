@@ -36,9 +36,14 @@ def build_config(bentofile: Path, tags: list[str] | None = None) -> dict[str, An
 
 
 def build(project: Path, tags: list[str] | None = None) -> str:
+    """Build from a pinned copy of bentofile.yaml (the original stays untouched)."""
+    import tempfile
+
     import bentoml
 
     config = build_config(project / "bentofile.yaml", tags)
-    service = config.pop("service")
-    bento = bentoml.bentos.build(service, build_ctx=str(project), **config)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="bentofile-") as pinned:
+        yaml.safe_dump(config, pinned, sort_keys=False)
+        pinned.flush()
+        bento = bentoml.bentos.build_bentofile(pinned.name, build_ctx=str(project))
     return str(bento.tag)

@@ -1,0 +1,47 @@
+"""`modelport build`: the bento pins exact model versions and only serving deps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modelport import bento, store
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_config_pins_versions_and_keeps_tensorflow_only_for_keras(trained) -> None:
+    sk = bento.build_config(ROOT / "bentofile.yaml", ["breast-cancer", "diabetes"])
+    exact = [str(store.resolve("breast-cancer").tag), str(store.resolve("diabetes").tag)]
+    assert sk["models"] == exact
+    assert {"name": "MODELPORT_MODELS", "value": ",".join(exact)} in sk["envs"]
+    assert not any(p.startswith("tensorflow") for p in sk["python"]["packages"])
+    full = bento.build_config(ROOT / "bentofile.yaml")
+    assert len(full["models"]) == 3
+    assert any(p.startswith("tensorflow") for p in full["python"]["packages"])
+    assert not any(p.startswith(("matplotlib", "typer")) for p in full["python"]["packages"])
+
+
+def test_unknown_model_is_a_clear_error(trained) -> None:
+    with pytest.raises(store.StoreError, match="model 'nope' is not in the model store"):
+        bento.build_config(ROOT / "bentofile.yaml", ["nope"])
+
+
+@pytest.mark.slow
+def test_build_produces_a_bento_with_the_pinned_models(trained) -> None:
+    import bentoml
+
+    tag = bento.build(ROOT, ["breast-cancer", "diabetes"])
+    built = bentoml.get(tag)
+    info = yaml.safe_load((Path(built.path) / "bento.yaml").read_text())
+    assert [m["tag"] for m in info["models"]] == [
+        str(store.resolve("breast-cancer").tag), str(store.resolve("diabetes").tag)]
+    reqs = (Path(built.path) / "env" / "python" / "requirements.txt").read_text().lower()
+    assert "scikit-learn" in reqs and "tensorflow" not in reqs and "matplotlib" not in reqs
+    src = {p.relative_to(Path(built.path) / "src").as_posix()
+           for p in (Path(built.path) / "src").rglob("*.py")}
+    assert "service/service.py" in src and "modelport/metadata.py" in src
+    assert not any(p.startswith(("training/", "tests/")) for p in src)
