@@ -62,7 +62,7 @@ def predictor_of(model: bentoml.Model, card: ModelCard) -> Predictor:
     return load_predictor(Path(model.path), card.framework, card.task, card.classes)
 
 
-def _write_info(model: bentoml.Model) -> None:
+def write_info(model: bentoml.Model) -> None:
     # Replace model.yaml atomically so a crash never leaves a half-written file.
     path = Path(model.path) / "model.yaml"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model.yaml.")
@@ -78,7 +78,7 @@ def _write_info(model: bentoml.Model) -> None:
 
 def set_stage(model: bentoml.Model, stage: str) -> None:
     model.info.labels[STAGE] = stage
-    _write_info(model)
+    write_info(model)
 
 
 def promote(tag: str) -> tuple[bentoml.Model, list[bentoml.Model]]:

@@ -187,6 +187,12 @@ def _gate(
     return result
 
 
+def _with_hashes(card: ModelCard, model_dir: Path) -> ModelCard:
+    files = hash_model_files(model_dir)
+    return card.model_copy(update={"integrity": card.integrity.model_copy(
+        update={"files": files})})
+
+
 def _register(
     tag: str, card: ModelCard, predictor: Predictor, labels: dict[str, str]
 ) -> None:
@@ -194,19 +200,16 @@ def _register(
     import bentoml
     import joblib
 
+    from modelport.store import write_info
+
     if isinstance(predictor, SklearnPredictor):
         bentoml.sklearn.save_model(
             tag, predictor.estimator, labels=labels, metadata=card.to_metadata()
         )
         try:
             model = bentoml.models.get(tag)  # the stored copy, not the temporary one
-            files = hash_model_files(Path(model.path))
-            full = card.model_copy(update={"integrity": card.integrity.model_copy(
-                update={"files": files})})
-            model.info.metadata.update(full.to_metadata())
-            from modelport.store import _write_info
-
-            _write_info(model)
+            model.info.metadata.update(_with_hashes(card, Path(model.path)).to_metadata())
+            write_info(model)
         except BaseException:
             bentoml.models.delete(tag)
             raise
@@ -216,10 +219,7 @@ def _register(
         root = Path(model.path)
         predictor.model.save(root / KERAS_FILE)
         joblib.dump(predictor.preprocessor, root / PREPROCESSOR_FILE)
-        files = hash_model_files(root)
-        full = card.model_copy(update={"integrity": card.integrity.model_copy(
-            update={"files": files})})
-        model.info.metadata.update(full.to_metadata())
+        model.info.metadata.update(_with_hashes(card, root).to_metadata())
 
 
 def train(

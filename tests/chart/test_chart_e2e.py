@@ -74,6 +74,18 @@ def run(*args: str, timeout: int = 900) -> str:
 
 
 @pytest.fixture(scope="module")
+def deployed_image(kubectl: str, namespace: str) -> str:
+    return run(
+        kubectl,
+        "-n",
+        namespace,
+        "get",
+        f"deployment/{RELEASE}",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    )
+
+
 def namespace(tools: tuple[str, str]) -> Iterator[str]:
     helm, kubectl = tools
     name = f"modelport-e2e-{uuid.uuid4().hex[:6]}"
@@ -171,15 +183,7 @@ def test_install_predict_upgrade_rollback_uninstall(tools: tuple[str, str], name
 
     helm_deploy(helm, namespace, NEXT_TAG)
     run(kubectl, "-n", namespace, "rollout", "status", f"deployment/{RELEASE}", "--timeout=10m")
-    image = run(
-        kubectl,
-        "-n",
-        namespace,
-        "get",
-        f"deployment/{RELEASE}",
-        "-o",
-        "jsonpath={.spec.template.spec.containers[0].image}",
-    )
+    image = deployed_image(kubectl, namespace)
     assert image == f"{REPOSITORY}:{NEXT_TAG}"
     hist = history(kubectl, namespace)
     assert f"(image {REPOSITORY}:{TAG})" in hist, hist
@@ -188,15 +192,7 @@ def test_install_predict_upgrade_rollback_uninstall(tools: tuple[str, str], name
 
     run(helm, "rollback", RELEASE, "1", "-n", namespace, "--wait", "--timeout", TIMEOUT)
     run(kubectl, "-n", namespace, "rollout", "status", f"deployment/{RELEASE}", "--timeout=10m")
-    image = run(
-        kubectl,
-        "-n",
-        namespace,
-        "get",
-        f"deployment/{RELEASE}",
-        "-o",
-        "jsonpath={.spec.template.spec.containers[0].image}",
-    )
+    image = deployed_image(kubectl, namespace)
     assert image == IMAGE
     assert port_forward_predict(kubectl, namespace)["predictions"]
 

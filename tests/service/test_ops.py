@@ -125,7 +125,7 @@ def test_failed_self_test_keeps_the_service_unready(tmp_path, settings, start_se
     bad = card.model_copy(update={"sample": card.sample.model_copy(
         update={"predictions": flipped})})
     model.info.metadata.update(bad.to_metadata())
-    store._write_info(model)
+    store.write_info(model)
     s = start_server(tag, wait=False)
     _assert_unready(s, f"model not ready: model {tag}: self-test failed")
 
