@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests run for real: a Prometheus server
-# (and promtool) for scrape and rule tests. Idempotent; skips what is present.
+# Installs the Debian packages the tests and benchmarks run for real:
+#   prometheus  - a Prometheus server (and promtool) for scrape and rule tests
+#   wrk         - the HTTP load generator of the benchmark suite (bench/)
+# Idempotent; installs only what is missing. Each entry is "command:package".
 set -euo pipefail
+wanted=(prometheus:prometheus promtool:prometheus wrk:wrk)
 need=()
-command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+for entry in "${wanted[@]}"; do
+  cmd=${entry%%:*} pkg=${entry#*:}
+  if ! command -v "$cmd" >/dev/null 2>&1 && [[ " ${need[*]-} " != *" $pkg "* ]]; then
+    need+=("$pkg")
+  fi
+done
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   SUDO=sudo
