@@ -19,6 +19,8 @@ RELEASE ?= modelport
 CHART := helm/modelport
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k drift"`.
 PYTEST_ARGS ?=
+# Extra `python -m bench` arguments, e.g. "--out /tmp/bench".
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -69,6 +71,16 @@ serve: venv ## Serve the models in the local store on port 3000.
 .PHONY: build
 build: venv ## Build the bento (prints its tag).
 	$(BIN)/modelport build
+
+##@ Benchmarks
+
+.PHONY: bench
+bench: venv tools ## Benchmark suite (a few minutes): writes bench/results/latest.{json,md}.
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+.PHONY: bench-quick
+bench-quick: venv tools ## The benchmark suite with short load points (about 2 minutes).
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 ##@ Development
 

@@ -90,6 +90,26 @@ class Evaluation(_Strict):
     overfit: bool = Field(description="gap exceeded the configured limit")
 
 
+class Artifact(_Strict):
+    """An optimised serving form of a Keras model, measured on the test split when it
+    was made: the service may use it instead of the native ``.keras`` file."""
+
+    kind: Literal["saved_model", "tflite"] = Field(
+        description="saved_model: exported TensorFlow signature (same float32 graph); "
+        "tflite: TensorFlow Lite with dynamic-range quantization (int8 weights)"
+    )
+    path: str = Field(description="file or folder inside the model directory")
+    metric: str = Field(description="test metric compared: accuracy or r2")
+    score: float = Field(description="the artifact's test score")
+    delta: float = Field(description="artifact score minus the original's (negative: worse)")
+    accepted: bool = Field(description="within the tolerance; rejected artifacts are not stored")
+    reason: str
+    size_bytes: int
+    sample: Sample | None = Field(
+        None, description="the artifact's own outputs on the card's sample, for its self-test"
+    )
+
+
 class ModelCard(_Strict):
     """The ``modelport`` metadata entry of a model in the BentoML store."""
 
@@ -108,6 +128,13 @@ class ModelCard(_Strict):
     integrity: Integrity
     data_source: str
     rows: dict[str, int] = Field(description="rows per split: train, validation, test")
+    artifacts: list[Artifact] = Field(
+        default_factory=list, description="optimised serving artifacts (Keras models)"
+    )
+
+    def artifact(self, kind: str) -> Artifact | None:
+        """The accepted artifact of ``kind``, if there is one."""
+        return next((a for a in self.artifacts if a.kind == kind and a.accepted), None)
 
     @property
     def feature_names(self) -> list[str]:

@@ -7,7 +7,9 @@ frameworks and both sides (training, serving) agree on them by construction.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,16 +31,109 @@ class Output:
     probabilities: np.ndarray | None
 
 
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def _indices(columns: Any, names: list[str]) -> list[int] | None:
+    """Positions of a ColumnTransformer's column selection among ``names``."""
+    if isinstance(columns, str):
+        columns = [columns]
+    if isinstance(columns, list | tuple | np.ndarray):
+        out: list[int] = []
+        for c in columns:
+            if isinstance(c, str) and c in names:
+                out.append(names.index(c))
+            elif isinstance(c, int | np.integer) and not isinstance(c, bool):
+                out.append(int(c))
+            else:
+                return None
+        return out
+    return None
+
+
+def _array_transform(trans: Any) -> Transform:
+    """``trans.transform`` for arrays, without sklearn's per-call input checks where
+    the arithmetic is known (StandardScaler: the same two operations, so the same
+    floats)."""
+    from sklearn.preprocessing import StandardScaler
+
+    if type(trans) is StandardScaler:
+        mean = trans.mean_ if trans.with_mean else None
+        scale = trans.scale_ if trans.with_std else None
+
+        def scaled(X: np.ndarray) -> np.ndarray:
+            Z = X - mean if mean is not None else X.copy()
+            if scale is not None:
+                Z /= scale
+            return Z
+
+        return scaled
+    fast = copy.copy(trans)  # shallow: shares the fitted arrays
+    if hasattr(fast, "feature_names_in_"):
+        # Fitted on named columns; given arrays in the same order, the name check
+        # only warns. The load-time comparison guards the order.
+        del fast.feature_names_in_
+    return fast.transform  # type: ignore[no-any-return]
+
+
+def compile_columns(ct: Any, names: list[str]) -> Transform | None:
+    """A fitted ColumnTransformer as plain array code for all-numeric input in
+    ``names`` order, or ``None`` when its layout is not one this understands.
+
+    The DataFrame machinery (column lookup by name, output containers, joblib
+    dispatch) costs ~1.5 ms a call, several times the transforms themselves.
+    Callers check the result against the original before using it.
+    """
+    from sklearn.compose import ColumnTransformer
+
+    if not isinstance(ct, ColumnTransformer) or ct.sparse_output_:
+        return None
+    parts: list[tuple[Any, list[int]]] = []
+    for _, trans, columns in ct.transformers_:
+        if isinstance(trans, str) and trans == "drop":
+            continue
+        idx = _indices(columns, names)
+        if idx is None:
+            return None
+        if not idx:
+            continue
+        if isinstance(trans, str):
+            if trans != "passthrough":
+                return None
+            parts.append((None, idx))
+            continue
+        parts.append((_array_transform(trans), idx))
+
+    def transform(X: np.ndarray) -> np.ndarray:
+        outs = [X[:, idx] if fn is None else fn(X[:, idx]) for fn, idx in parts]
+        return outs[0] if len(outs) == 1 else np.hstack(outs)
+
+    return transform
+
+
 class Predictor(ABC):
     def __init__(self, task: str, classes: list[Any] | None) -> None:
         self.task = task
         self.classes = classes
+        self.feature_names: list[str] = []
+        self.artifact = "native"  # which serving form of the model this calls
 
     @abstractmethod
-    def scores(self, X: pd.DataFrame) -> np.ndarray:
-        """(n, k) class probabilities, or (n,) predicted values."""
+    def scores(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """(n, k) class probabilities, or (n,) predicted values. ``X``: a DataFrame, or
+        for all-numeric models a float array with columns in feature order."""
 
-    def predict(self, X: pd.DataFrame) -> Output:
+    def enable_fast_path(self, feature_names: list[str], sample: pd.DataFrame) -> str | None:
+        """Switch to array-only code where the model allows it, if it reproduces the
+        original on ``sample`` exactly. Returns why not, or ``None`` when enabled."""
+        return "not available for this model type"
+
+    def _frame(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
+        if isinstance(X, pd.DataFrame):
+            return X
+        return pd.DataFrame(X, columns=self.feature_names)
+
+    def predict(self, X: pd.DataFrame | np.ndarray) -> Output:
         scores = self.scores(X)
         if self.task == "regression":
             return Output(predictions=[float(v) for v in scores.reshape(-1)], probabilities=None)
@@ -47,15 +142,53 @@ class Predictor(ABC):
         return Output(predictions=[self.classes[i] for i in idx], probabilities=scores)
 
 
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
 class SklearnPredictor(Predictor):
     def __init__(self, estimator: Any, task: str, classes: list[Any] | None) -> None:
         super().__init__(task, classes)
         self.estimator = estimator
+        self._fast: Transform | None = None
+        self._head: Any = None
 
-    def scores(self, X: pd.DataFrame) -> np.ndarray:
+    def _reference(self, X: pd.DataFrame) -> np.ndarray:
         if self.task == "regression":
             return np.asarray(self.estimator.predict(X), dtype=float)
         return np.asarray(self.estimator.predict_proba(X), dtype=float)
+
+    def scores(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        if self._fast is not None and isinstance(X, np.ndarray):
+            Z = self._fast(X)
+            if self.task == "regression":
+                return np.asarray(self._head.predict(Z), dtype=float)
+            return np.asarray(self._head.predict_proba(Z), dtype=float)
+        return self._reference(self._frame(X))
+
+    def enable_fast_path(self, feature_names: list[str], sample: pd.DataFrame) -> str | None:
+        from sklearn.pipeline import Pipeline
+
+        self.feature_names = list(feature_names)
+        est = self.estimator
+        if not isinstance(est, Pipeline) or len(est.steps) < 2:
+            return "not a Pipeline starting with a ColumnTransformer"
+        fast = compile_columns(est.steps[0][1], self.feature_names)
+        head = est[1:] if len(est.steps) > 2 else est.steps[-1][1]
+        if fast is None or hasattr(head, "feature_names_in_"):
+            return "column layout not supported"
+        X = sample[self.feature_names].to_numpy(dtype=float)
+        self._fast, self._head = fast, head
+        try:
+            ok = _same(self.scores(X), self._reference(sample))
+        except Exception as exc:  # any failure means: keep the original path
+            ok, why = False, f"fast path failed: {exc!r}"
+        else:
+            why = "fast path does not reproduce the model's output"
+        if not ok:
+            self._fast = self._head = None
+            return why
+        return None
 
 
 class KerasPredictor(Predictor):
@@ -69,9 +202,31 @@ class KerasPredictor(Predictor):
         super().__init__(task, classes)
         self.preprocessor = preprocessor
         self.model = model
+        self._fast: Transform | None = None
 
-    def scores(self, X: pd.DataFrame) -> np.ndarray:
-        x = np.asarray(self.preprocessor.transform(X), dtype=np.float32)
+    def _features(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        if self._fast is not None and isinstance(X, np.ndarray):
+            return np.asarray(self._fast(X), dtype=np.float32)
+        return np.asarray(self.preprocessor.transform(self._frame(X)), dtype=np.float32)
+
+    def enable_fast_path(self, feature_names: list[str], sample: pd.DataFrame) -> str | None:
+        self.feature_names = list(feature_names)
+        fast = compile_columns(self.preprocessor, self.feature_names)
+        if fast is None:
+            return "column layout not supported"
+        X = sample[self.feature_names].to_numpy(dtype=float)
+        reference = np.asarray(self.preprocessor.transform(sample), dtype=float)
+        try:
+            ok = _same(np.asarray(fast(X), dtype=float), reference)
+        except Exception:  # any failure means: keep the original path
+            ok = False
+        if not ok:
+            return "fast preprocessing does not reproduce the original"
+        self._fast = fast
+        return None
+
+    def scores(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        x = self._features(X)
         out = np.asarray(self.model(x, training=False), dtype=float)
         if self.task == "regression":
             return out.reshape(-1)
@@ -80,8 +235,65 @@ class KerasPredictor(Predictor):
         return out
 
 
+KERAS_ARTIFACTS = ("keras", "saved_model", "tflite")
+SAVED_MODEL_DIR = "saved_model"
+TFLITE_FILE = "model.tflite"
+
+
+class TFLiteModel:
+    """A TensorFlow Lite model called like a Keras one: ``model(x) -> array``.
+
+    One interpreter per process, used from one thread at a time (the service's
+    handlers run on its event loop); the input is resized when the batch size changes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import warnings
+
+        try:
+            from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+        except ImportError:  # TensorFlow's own copy (deprecated, still shipped)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import tensorflow as tf
+            Interpreter = tf.lite.Interpreter  # noqa: N806
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._it = Interpreter(model_path=str(path))
+        self._it.allocate_tensors()
+        self._in = self._it.get_input_details()[0]["index"]
+        self._out = self._it.get_output_details()[0]["index"]
+        self._shape: tuple[int, ...] = tuple(self._it.get_input_details()[0]["shape"])
+
+    def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.shape != self._shape:
+            self._it.resize_tensor_input(self._in, x.shape)
+            self._it.allocate_tensors()
+            self._shape = x.shape
+        self._it.set_tensor(self._in, x)
+        self._it.invoke()
+        return np.array(self._it.get_tensor(self._out))
+
+
+def load_keras_artifact(model_dir: Path, artifact: str) -> Any:
+    """The network as a callable ``x -> scores`` from one of its serving forms."""
+    if artifact == "tflite":
+        return TFLiteModel(model_dir / TFLITE_FILE)
+    if artifact == "saved_model":
+        import tensorflow as tf
+
+        # Keep the loaded object alive: its signature references its variables.
+        loaded = tf.saved_model.load(str(model_dir / SAVED_MODEL_DIR))
+        return lambda x, training=False: loaded.serve(x).numpy()
+    import keras  # deferred: TensorFlow costs seconds and hundreds of MB
+
+    return keras.saving.load_model(model_dir / KERAS_FILE, compile=False)
+
+
 def load_predictor(
-    model_dir: Path, framework: str, task: str, classes: list[Any] | None
+    model_dir: Path, framework: str, task: str, classes: list[Any] | None,
+    artifact: str = "keras",
 ) -> Predictor:
     """Load the saved artifacts of a model directory (TensorFlow only for Keras)."""
     import joblib
@@ -89,9 +301,9 @@ def load_predictor(
     if framework == "sklearn":
         return SklearnPredictor(joblib.load(model_dir / SKLEARN_FILE), task, classes)
     if framework == "keras":
-        import keras  # deferred: TensorFlow costs seconds and hundreds of MB
-
-        model = keras.saving.load_model(model_dir / KERAS_FILE, compile=False)
+        model = load_keras_artifact(model_dir, artifact)
         preprocessor = joblib.load(model_dir / PREPROCESSOR_FILE)
-        return KerasPredictor(preprocessor, model, task, classes)
+        predictor = KerasPredictor(preprocessor, model, task, classes)
+        predictor.artifact = artifact
+        return predictor
     raise ValueError(f"unknown framework {framework!r}")

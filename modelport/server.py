@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 SERVICE = "service.service:ModelPort"
 
@@ -28,21 +29,29 @@ def start(
     workers: int | None = None,
     env: dict[str, str] | None = None,
     log: Path | None = None,
+    service_config: dict[str, Any] | None = None,
+    prefix: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``bentoml serve`` on 127.0.0.1:port, in its own process group."""
+    """``bentoml serve`` on 127.0.0.1:port, in its own process group.
+
+    ``service_config`` overrides the service's decorator settings (BentoML's
+    ``services.modelport`` config); ``prefix`` wraps the command (e.g. ``taskset``).
+    """
     child_env = {**os.environ, **(env or {})}
     child_env.setdefault("BENTOML_DO_NOT_TRACK", "True")
     child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if models is not None:
         child_env["MODELPORT_MODELS"] = models
+    overrides = dict(service_config or {})
     if workers is not None:
-        child_env["BENTOML_CONFIG_OVERRIDES"] = json.dumps(
-            {"services": {"modelport": {"workers": workers}}}
-        )
+        overrides["workers"] = workers
+    if overrides:
+        child_env["BENTOML_CONFIG_OVERRIDES"] = json.dumps({"services": {"modelport": overrides}})
     bentoml_cli = Path(sys.executable).with_name("bentoml")
     out = log.open("wb") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        [str(bentoml_cli), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)],
+        [*(prefix or []), str(bentoml_cli), "serve", SERVICE, "--host", "127.0.0.1",
+         "--port", str(port)],
         env=child_env,
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -50,10 +59,18 @@ def start(
     )
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> float:
-    """Seconds until ``GET url/readyz`` answered 200; raises if the process dies or
-    the timeout passes."""
-    start = time.monotonic()
+def wait_ready(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 120.0,
+    *,
+    interval: float = 0.2,
+    since: float | None = None,
+) -> float:
+    """Seconds until ``GET url/readyz`` answered 200 (counted from ``since``, a
+    ``time.monotonic()`` reading, default now); raises if the process dies or the
+    timeout passes."""
+    start = time.monotonic() if since is None else since
     while time.monotonic() - start < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with code {proc.returncode} before it was ready")
@@ -63,5 +80,5 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) 
                     return time.monotonic() - start
         except (urllib.error.URLError, OSError):
             pass
-        time.sleep(0.2)
+        time.sleep(interval)
     raise TimeoutError(f"{url}/readyz did not answer 200 within {timeout:.0f}s")

@@ -6,6 +6,7 @@ Every field is documented: ``modelport config`` prints them with their current v
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,13 @@ class TrainingSettings(BaseSettings):
         20, ge=1, description="Epochs without validation-loss improvement before stopping."
     )
     keras_batch_size: int = Field(32, ge=1, description="Keras mini-batch size.")
+    artifact_tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="Most test accuracy (R² for regressors) an optimised Keras serving "
+        "artifact (SavedModel, quantized TFLite) may lose against the original; worse "
+        "ones are refused.",
+    )
     reports_dir: Path = Field(
         Path("reports"), description="Where training reports are written (one folder a model)."
     )
@@ -84,6 +92,17 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description="Most numeric features per model that get drift-bin series "
         "(bounds label cardinality; the first N in schema order).",
+    )
+    monitoring: bool = Field(
+        True,
+        description="Record the per-request model series (input drift bins, predictions, "
+        "latency and batch-size histograms). Request counts and model info stay on; "
+        "turn this off only to measure what monitoring costs.",
+    )
+    keras_artifact: Literal["auto", "keras", "saved_model", "tflite"] = Field(
+        "auto",
+        description="Serving form of Keras models: 'auto' takes the fastest one training "
+        "accepted (tflite, then saved_model, then the native .keras file).",
     )
     selftest_tolerance: float = Field(
         1e-4,

@@ -58,8 +58,25 @@ def card_of(model: bentoml.Model) -> ModelCard:
         raise StoreError(f"model {model.tag}: {exc}") from None
 
 
-def predictor_of(model: bentoml.Model, card: ModelCard) -> Predictor:
-    return load_predictor(Path(model.path), card.framework, card.task, card.classes)
+def keras_artifact(card: ModelCard, wanted: str) -> str:
+    """Which serving form of a Keras model to load: ``wanted`` if the card accepted it,
+    or for ``auto`` the fastest accepted one (tflite, then saved_model, then keras)."""
+    if wanted == "auto":
+        return next((k for k in ("tflite", "saved_model") if card.artifact(k)), "keras")
+    if wanted != "keras" and card.artifact(wanted) is None:
+        known = ", ".join(f"{a.kind} ({'accepted' if a.accepted else a.reason})"
+                          for a in card.artifacts) or "none"
+        raise StoreError(f"no accepted {wanted!r} artifact; this model has: {known}")
+    return wanted
+
+
+def predictor_of(model: bentoml.Model, card: ModelCard, artifact: str = "keras") -> Predictor:
+    """The model's predictor; ``artifact`` picks a Keras model's serving form
+    (see :func:`keras_artifact`; sklearn models ignore it)."""
+    kind = keras_artifact(card, artifact) if card.framework == "keras" else "native"
+    predictor = load_predictor(Path(model.path), card.framework, card.task, card.classes, kind)
+    predictor.feature_names = card.feature_names
+    return predictor
 
 
 def write_info(model: bentoml.Model) -> None:

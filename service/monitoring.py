@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from prometheus_client import Counter, Gauge, Histogram
 
-from modelport.metadata import ModelCard, assign_bins
+from modelport.metadata import ModelCard
+from modelport.predictors import Output
+from service.validation import Batch
 
 M = ["model_name", "model_version"]
 ENDPOINTS = ("predict", "infer", "feedback")
@@ -79,25 +80,16 @@ def families(prediction_buckets: list[float]) -> Registry:
 
 
 @dataclass
-class _Drift:
-    feature: str
-    edges: np.ndarray
-    lo: float
-    hi: float
-    bins: list[Any]
-    out_of_range: Any
-
-
-@dataclass
 class ModelMetrics:
-    """Pre-resolved label children for one served model."""
+    """Pre-resolved label children for one served model, and the drift-bin layout
+    as arrays so a request's bins are counted in a few vectorised steps."""
 
     reg: Registry
     name: str
     version: str
     card: ModelCard
     monitored: int
-    _drift: list[_Drift] = field(default_factory=list)
+    enabled: bool = True
     _classes: dict[str, Any] = field(default_factory=dict)
     _requests: dict[tuple[str, int], Any] = field(default_factory=dict)
 
@@ -107,17 +99,26 @@ class ModelMetrics:
         for metric, value in self.card.evaluation.test.items():
             r.test_metric.labels(*lv, metric).set(value)
         specs = {f.name: f for f in self.card.features}
-        for ref in self.card.drift.features[: self.monitored]:
-            spec = specs[ref.feature]
-            children = [r.drift_bin.labels(*lv, ref.feature, str(i)) for i in
-                        range(len(ref.ratios))]
+        numeric = [f.name for f in self.card.features if f.kind == "numeric"]
+        refs = [ref for ref in self.card.drift.features[: self.monitored]
+                if ref.feature in numeric]
+        width = max((len(ref.ratios) for ref in refs), default=1)
+        # Column of each monitored feature in Batch.numeric; its edges padded with +inf
+        # (no value lies above +inf, so padding never moves a value's bin).
+        self._columns = np.asarray([numeric.index(ref.feature) for ref in refs], dtype=int)
+        self._edges = np.full((len(refs), max(width - 1, 1)), np.inf)
+        self._bins: list[Any] = [None] * (len(refs) * width)
+        self._width = width
+        for j, ref in enumerate(refs):
+            self._edges[j, : len(ref.edges)] = ref.edges
             for i, ratio in enumerate(ref.ratios):
+                self._bins[j * width + i] = r.drift_bin.labels(*lv, ref.feature, str(i))
                 r.drift_reference.labels(*lv, ref.feature, str(i)).set(ratio)
-            self._drift.append(_Drift(
-                ref.feature, np.asarray(ref.edges, dtype=float),
-                spec.min if spec.min is not None else -np.inf,
-                spec.max if spec.max is not None else np.inf,
-                children, r.out_of_range.labels(*lv, ref.feature)))
+        self._lo = np.asarray([_bound(specs[ref.feature].min, -np.inf) for ref in refs])
+        self._hi = np.asarray([_bound(specs[ref.feature].max, np.inf) for ref in refs])
+        self._outside = [r.out_of_range.labels(*lv, ref.feature) for ref in refs]
+        self._categorical = [f for f in self.card.features
+                             if f.kind == "categorical" and f.categories is not None]
         for cls in self.card.classes or []:
             self._classes[str(cls)] = r.predictions.labels(*lv, str(cls))
         self.inference = r.inference_seconds.labels(*lv)
@@ -132,21 +133,33 @@ class ModelMetrics:
             child = self._requests[key] = self.reg.requests.labels(
                 self.name, self.version, endpoint, str(code))
         child.inc()
-        if seconds is not None:
+        if seconds is not None and self.enabled:
             self.latency[endpoint].observe(seconds)
 
-    def observe_inputs(self, X: pd.DataFrame) -> None:
-        for d in self._drift:
-            values = X[d.feature].to_numpy(dtype=float)
-            counts = np.bincount(assign_bins(d.edges, values), minlength=len(d.bins))
-            for i in np.flatnonzero(counts):
-                d.bins[i].inc(int(counts[i]))
-            outside = int(np.count_nonzero((values < d.lo) | (values > d.hi)))
-            if outside:
-                d.out_of_range.inc(outside)
-        for spec in self.card.features:
-            if spec.kind == "categorical" and spec.categories is not None:
-                unseen = int((~X[spec.name].isin(spec.categories)).sum())
+    def drift_counts(self, numeric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(monitored features x bins) counts of ``numeric``'s rows, and per-feature
+        out-of-range counts. Bin rule as :func:`modelport.metadata.assign_bins`:
+        a value's bin is the number of edges strictly below it."""
+        values = numeric[:, self._columns]  # (n, F)
+        bins = (values[:, :, None] > self._edges[None, :, :]).sum(axis=2)  # (n, F)
+        flat = bins + np.arange(len(self._columns)) * self._width
+        counts = np.bincount(flat.ravel(), minlength=len(self._bins))
+        outside = ((values < self._lo) | (values > self._hi)).sum(axis=0)
+        return counts.reshape(len(self._columns), self._width), outside
+
+    def observe_inputs(self, batch: Batch) -> None:
+        if not self.enabled:
+            return
+        if len(self._columns):
+            counts, outside = self.drift_counts(batch.numeric)
+            flat = counts.ravel()
+            for i in np.flatnonzero(flat):
+                self._bins[i].inc(int(flat[i]))
+            for j in np.flatnonzero(outside):
+                self._outside[j].inc(int(outside[j]))
+        if self._categorical and batch.frame is not None:
+            for spec in self._categorical:
+                unseen = int((~batch.frame[spec.name].isin(spec.categories)).sum())
                 if unseen:
                     self.reg.out_of_range.labels(self.name, self.version, spec.name).inc(unseen)
 
@@ -154,16 +167,20 @@ class ModelMetrics:
         for feature in features:
             self.reg.missing.labels(self.name, self.version, feature).inc()
 
-    def observe_outputs(self, predictions: list[Any], seconds: float) -> None:
+    def observe_outputs(self, out: Output, seconds: float) -> None:
+        if not self.enabled:
+            return
         self.inference.observe(seconds)
-        self.batch.observe(len(predictions))
+        self.batch.observe(len(out.predictions))
         if self.card.task == "regression":
-            for v in predictions:
+            for v in out.predictions:
                 self.values.observe(v)
             return
-        labels, counts = np.unique(np.asarray([str(p) for p in predictions]), return_counts=True)
-        for label, count in zip(labels, counts, strict=True):
-            self._classes[str(label)].inc(int(count))
+        assert out.probabilities is not None
+        counts = np.bincount(out.probabilities.argmax(axis=1), minlength=len(self._classes))
+        for label, count in zip(self._classes.values(), counts.tolist(), strict=True):
+            if count:
+                label.inc(count)
 
     def observe_feedback(self, pairs: list[tuple[Any, Any]], version: str) -> None:
         lv = (self.name, version)
@@ -176,6 +193,10 @@ class ModelMetrics:
             return
         for p, a in pairs:
             r.feedback.labels(*lv, str(p), str(a), "true" if str(p) == str(a) else "false").inc()
+
+
+def _bound(value: float | None, default: float) -> float:
+    return default if value is None else float(value)
 
 
 def prediction_buckets(cards: list[ModelCard]) -> list[float]:

@@ -15,7 +15,7 @@ from modelport.metadata import ModelCard, verify_model_files
 from modelport.predictors import Output, Predictor
 from modelport.settings import ServiceSettings
 from service.monitoring import ModelMetrics, Registry, families, prediction_buckets
-from service.validation import parse_instances
+from service.validation import Batch, Schema, parse_instances
 
 log = logging.getLogger("modelport")
 
@@ -29,6 +29,7 @@ class ServedModel:
     name: str
     version: str
     card: ModelCard
+    schema: Schema
     predictor: Predictor
     metrics: ModelMetrics
 
@@ -36,11 +37,11 @@ class ServedModel:
     def tag(self) -> str:
         return f"{self.name}:{self.version}"
 
-    def predict(self, X: pd.DataFrame) -> Output:
-        self.metrics.observe_inputs(X)
+    def predict(self, batch: Batch) -> Output:
+        self.metrics.observe_inputs(batch)
         start = time.perf_counter()
-        out = self.predictor.predict(X)
-        self.metrics.observe_outputs(out.predictions, time.perf_counter() - start)
+        out = self.predictor.predict(batch.model_input)
+        self.metrics.observe_outputs(out, time.perf_counter() - start)
         return out
 
 
@@ -48,10 +49,11 @@ class ServedModel:
 class _Loaded:
     tag: str
     card: ModelCard
+    schema: Schema
     predictor: Predictor
 
 
-def _load(tag: str) -> _Loaded:
+def _load(tag: str, settings: ServiceSettings) -> _Loaded:
     from modelport import store
 
     try:
@@ -65,18 +67,27 @@ def _load(tag: str) -> _Loaded:
     if problems:
         raise ModelLoadError(f"model {model.tag}: integrity check failed: {'; '.join(problems)}")
     try:
-        predictor = store.predictor_of(model, card)
+        predictor = store.predictor_of(model, card, settings.keras_artifact)
     except Exception as exc:  # any loader failure keeps the pod unready, with the reason
         raise ModelLoadError(f"model {model.tag}: cannot load: {exc}") from None
-    return _Loaded(str(model.tag), card, predictor)
+    schema = Schema(card)
+    if schema.all_numeric:
+        sample = pd.DataFrame(card.sample.instances, columns=card.feature_names).astype(float)
+        why = predictor.enable_fast_path(card.feature_names, sample)
+        if why:
+            log.info("model %s: array fast path off (%s)", model.tag, why)
+    return _Loaded(str(model.tag), card, schema, predictor)
 
 
 def self_test(loaded: _Loaded, tolerance: float) -> None:
     """Reproduce the recorded sample output, or raise."""
     card = loaded.card
-    X = parse_instances(card.sample.instances, card, max_rows=len(card.sample.instances))
-    out = loaded.predictor.predict(X)
-    expected = card.sample
+    batch = parse_instances(card.sample.instances, loaded.schema,
+                            max_rows=len(card.sample.instances))
+    out = loaded.predictor.predict(batch.model_input)
+    artifact = card.artifact(loaded.predictor.artifact)
+    # An optimised artifact reproduces its own recorded outputs, not the original's.
+    expected = artifact.sample if artifact is not None and artifact.sample else card.sample
     if card.task == "regression":
         ok = np.allclose(out.predictions, expected.predictions, rtol=tolerance, atol=tolerance)
     else:
@@ -102,6 +113,11 @@ class ModelSet:
 
     @classmethod
     def load(cls, settings: ServiceSettings) -> ModelSet:
+        import sklearn
+
+        # Requests are checked for non-finite values before any model sees them, and
+        # parameters were validated at fit time: skip both checks on every call.
+        sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
         result = cls(settings)
         loaded: list[_Loaded] = []
         tags = settings.model_tags()
@@ -110,7 +126,7 @@ class ModelSet:
             log.error("not ready: MODELPORT_MODELS names no model")
         for tag in tags:
             try:
-                item = _load(tag)
+                item = _load(tag, settings)
                 self_test(item, settings.selftest_tolerance)
                 loaded.append(item)
             except Exception as exc:  # one clear line per failed model, never a crash
@@ -121,9 +137,11 @@ class ModelSet:
         for item in loaded:
             name, version = item.tag.split(":", 1)
             metrics = ModelMetrics(result.registry, name, version, item.card,
-                                   settings.monitored_features)
-            result.models[name] = ServedModel(name, version, item.card, item.predictor, metrics)
-            log.info("serving %s (%s %s)", item.tag, item.card.framework, item.card.task)
+                                   settings.monitored_features, settings.monitoring)
+            result.models[name] = ServedModel(name, version, item.card, item.schema,
+                                              item.predictor, metrics)
+            log.info("serving %s (%s %s, %s)", item.tag, item.card.framework, item.card.task,
+                     item.predictor.artifact)
         return result
 
     @property

@@ -7,6 +7,8 @@ problem; the service turns it into a 4xx JSON response. Never a 500 for bad inpu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -67,13 +69,70 @@ def _category(value: Any, where: str, missing: list[str], feature: str) -> str:
     return str(value)
 
 
-def parse_instances(instances: Any, card: ModelCard, max_rows: int) -> pd.DataFrame:
-    """Rows of named feature values -> a frame in the model's column order and dtypes."""
+class Schema:
+    """A model's feature layout, worked out once at load so requests only look it up."""
+
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
+        self.names = card.feature_names
+        self.expected = frozenset(self.names)
+        self.numeric = [f.name for f in card.features if f.kind == "numeric"]
+        # Models with only numeric features never need a DataFrame: the hot path.
+        self.all_numeric = len(self.numeric) == len(self.names)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Validated rows. ``numeric``: (n, k) float64, the numeric features in schema order;
+    ``frame``: every feature as a DataFrame, only for models with categorical features."""
+
+    numeric: np.ndarray
+    frame: pd.DataFrame | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.numeric.shape[0])
+
+    @property
+    def model_input(self) -> np.ndarray | pd.DataFrame:
+        return self.numeric if self.frame is None else self.frame
+
+
+_NUMBER_TYPES = {float, int}
+
+
+def _fast_numeric(instances: list[Any], names: list[str]) -> np.ndarray | None:
+    """The common case in one pass: every row an object with exactly the expected
+    finite numbers. ``None`` when anything is off; the careful parser then names it."""
+    k = len(names)
+    try:
+        rows = [[row[n] for n in names] for row in instances]
+    except (KeyError, TypeError):
+        return None
+    if any(len(row) != k for row in instances):
+        return None  # extra keys
+    # Exact types, so booleans (a subclass of int) and numeric strings are refused.
+    if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+        return None
+    try:
+        X = np.array(rows, dtype=float)
+    except OverflowError:
+        return None
+    return X if np.isfinite(X).all() else None
+
+
+def parse_instances(instances: Any, schema: Schema, max_rows: int) -> Batch:
+    """Rows of named feature values -> a :class:`Batch` in the model's feature order."""
     if not isinstance(instances, list):
         raise InputError(f"instances: expected a list of objects, got {_describe(instances)}")
     check_batch_size(len(instances), max_rows, "instances")
-    names = card.feature_names
-    expected = set(names)
+    if schema.all_numeric:
+        X = _fast_numeric(instances, schema.names)
+        if X is not None:
+            return Batch(X)
+    card = schema.card
+    names = schema.names
+    expected = schema.expected
     columns: dict[str, list[Any]] = {n: [] for n in names}
     for i, row in enumerate(instances):
         if not isinstance(row, dict):
@@ -99,12 +158,17 @@ def parse_instances(instances: Any, card: ModelCard, max_rows: int) -> pd.DataFr
                 columns[spec.name].append(_number(value, where, missing, spec.name))
             else:
                 columns[spec.name].append(_category(value, where, missing, spec.name))
-    return frame_from_columns(columns, card)
+    return batch_from_columns(columns, schema)
 
 
-def frame_from_columns(columns: dict[str, Any], card: ModelCard) -> pd.DataFrame:
+def batch_from_columns(columns: dict[str, Any], schema: Schema) -> Batch:
+    """Validated columns (one per feature) -> a :class:`Batch`."""
+    numeric = np.column_stack([np.asarray(columns[n], dtype=float) for n in schema.numeric]) \
+        if schema.numeric else np.empty((len(columns[schema.names[0]]), 0))
+    if schema.all_numeric:
+        return Batch(numeric)
     data = {
         spec.name: np.asarray(columns[spec.name], dtype=float if spec.kind == "numeric" else object)
-        for spec in card.features
+        for spec in schema.card.features
     }
-    return pd.DataFrame(data, columns=card.feature_names)
+    return Batch(numeric, pd.DataFrame(data, columns=schema.names))

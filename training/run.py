@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from modelport.predictors import (
     SklearnPredictor,
 )
 from modelport.settings import TrainingSettings
-from training import estimators, evaluate
+from training import estimators, evaluate, optimize
 from training.data import Dataset, feature_specs
 from training.gate import GateResult, check_minimums, compare_with_production
 from training.report import write_report
@@ -194,7 +195,8 @@ def _with_hashes(card: ModelCard, model_dir: Path) -> ModelCard:
 
 
 def _register(
-    tag: str, card: ModelCard, predictor: Predictor, labels: dict[str, str]
+    tag: str, card: ModelCard, predictor: Predictor, labels: dict[str, str],
+    artifacts_dir: Path | None = None,
 ) -> None:
     """Save into the store with the integrity hashes; nothing is left behind on failure."""
     import bentoml
@@ -219,6 +221,11 @@ def _register(
         root = Path(model.path)
         predictor.model.save(root / KERAS_FILE)
         joblib.dump(predictor.preprocessor, root / PREPROCESSOR_FILE)
+        for artifact in card.artifacts:
+            if artifact.accepted and artifacts_dir is not None:
+                src = artifacts_dir / artifact.path
+                copy = shutil.copytree if src.is_dir() else shutil.copy2
+                copy(src, root / artifact.path)
         model.info.metadata.update(_with_hashes(card, root).to_metadata())
 
 
@@ -242,6 +249,25 @@ def train(
         f"{len(s.X_train)}/{len(s.X_val)}/{len(s.X_test)}"
     )
     predictor, params, history = _fit(framework, data, s, classes, settings, console)
+    workdir = Path(tempfile.mkdtemp(prefix="modelport-artifacts-"))
+    try:
+        return _finish(tag, name, framework, data, s, classes, predictor, params, history,
+                       settings, console, force, stage, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _finish(
+    tag: str, name: str, framework: Framework, data: Dataset, s: Splits,
+    classes: list[Any] | None, predictor: Predictor, params: dict[str, Any],
+    history: Any, settings: TrainingSettings, console: Console, force: bool, stage: str,
+    workdir: Path,
+) -> TrainResult:
+    artifacts = []
+    if isinstance(predictor, KerasPredictor):
+        artifacts = optimize.keras_artifacts(
+            predictor, s.X_test, s.y_test, settings.artifact_tolerance, workdir,
+            lambda p: _sample(p, s.X_test, settings.sample_rows), console)
 
     test_out = predictor.predict(s.X_test)
     if data.task == "classification":
@@ -272,6 +298,7 @@ def train(
         integrity=Integrity(data_sha256=data.sha256, files={}),
         data_source=data.source,
         rows={"train": len(s.X_train), "validation": len(s.X_val), "test": len(s.X_test)},
+        artifacts=artifacts,
     )
     gate = _gate(name, card, predictor, s, settings)
     gate_lines = [f"FAILED: {f}" for f in gate.failures] + gate.notes
@@ -287,7 +314,7 @@ def train(
                               test_out.probabilities, history, gate_lines)
         labels = {"framework": framework, "task": data.task, "stage": stage,
                   "trained-by": "modelport"}
-        _register(tag, card, predictor, labels)
+        _register(tag, card, predictor, labels, workdir)
         return TrainResult(tag, card, report, gate, registered=True)
     # Rejected: the report still helps to see why, but goes to a scratch folder so the
     # reports tree only lists registered versions.

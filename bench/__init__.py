@@ -1,0 +1,1 @@
+"""modelport's benchmark suite: ``python -m bench`` (``make bench``)."""

@@ -1,0 +1,270 @@
+"""The measurements: model limits in-process, the bare HTTP ceiling, modelport served,
+cold start and memory. Each function returns plain dicts for the JSON report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.load import LoadResult, pin, wrk
+from modelport import server, store
+
+SKLEARN_MODELS = ["breast-cancer", "diabetes"]
+KERAS_MODEL = "breast-cancer-keras"
+LOAD_MODEL = "breast-cancer"  # the model every HTTP load test predicts with
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each load point runs, and on which CPUs server and client run."""
+
+    seconds: float
+    warmup: float
+    concurrency: tuple[int, ...]
+    server_cpus: list[int]
+    client_cpus: list[int]
+    inprocess_seconds: float
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        cpus = sorted(os.sched_getaffinity(0))
+        # One CPU for the server (one worker), the rest for wrk: the client never
+        # competes with what it measures. On one CPU they must share.
+        server_cpus, client_cpus = (cpus[:1], cpus[1:]) if len(cpus) > 1 else (cpus, cpus)
+        return cls(
+            seconds=3.0 if quick else 8.0,
+            warmup=1.0 if quick else 2.0,
+            concurrency=(1, 8, 32, 128),
+            server_cpus=server_cpus,
+            client_cpus=client_cpus,
+            inprocess_seconds=0.5 if quick else 2.0,
+        )
+
+
+def _rate(fn: Callable[[], Any], seconds: float) -> float:
+    """Calls per second of ``fn`` over about ``seconds``."""
+    fn()
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(10):
+            fn()
+        calls += 10
+    return calls / elapsed
+
+
+def rows_for(name: str, n: int) -> tuple[list[dict[str, Any]], Any]:
+    """``n`` rows of named features (the model's sample, repeated) and its card."""
+    card = store.card_of(store.resolve(name))
+    sample = card.sample.instances
+    return [sample[i % len(sample)] for i in range(n)], card
+
+
+def _matrix(rows: list[dict[str, Any]], names: list[str]) -> np.ndarray:
+    return np.array([[r[n] for n in names] for r in rows], dtype=float)
+
+
+def load_fast_predictor(name: str) -> Any:
+    """The predictor exactly as the service prepares it (array fast path on)."""
+    import pandas as pd
+    import sklearn
+
+    model = store.resolve(name)
+    card = store.card_of(model)
+    predictor = store.predictor_of(model, card)
+    sample = pd.DataFrame(card.sample.instances, columns=card.feature_names).astype(float)
+    predictor.enable_fast_path(card.feature_names, sample)
+    sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
+    return predictor
+
+
+def inprocess(models: list[str], batches: tuple[int, ...], seconds: float) -> list[dict[str, Any]]:
+    """The model's own limit: ``predictor.predict`` on ready arrays, no HTTP, no JSON."""
+    results = []
+    for name in models:
+        predictor = load_fast_predictor(name)
+        for batch in batches:
+            rows, card = rows_for(name, batch)
+            X = _matrix(rows, card.feature_names)
+            calls = _rate(lambda p=predictor, X=X: p.predict(X), seconds)
+            results.append({"model": name, "batch": batch, "calls_per_s": calls,
+                            "rows_per_s": calls * batch})
+            print(f"  in-process {name:22s} batch {batch:5d}: {calls:9.0f} calls/s "
+                  f"{calls * batch:11.0f} rows/s", flush=True)
+    return results
+
+
+def rss_mb(root_pid: int) -> dict[str, float]:
+    """Resident memory (MB) of a process tree: the whole tree, and its largest
+    process (the serving worker; BentoML's supervisor is the small one)."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+        sizes = [p.memory_info().rss / 2**20 for p in procs]
+    except psutil.Error:
+        return {"total_mb": float("nan"), "worker_mb": float("nan")}
+    return {"total_mb": round(sum(sizes), 1), "worker_mb": round(max(sizes), 1)}
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextmanager
+def modelport_server(plan: Plan, models: str, config: dict[str, Any] | None = None,
+                     env: dict[str, str] | None = None) -> Iterator[tuple[str, int, float]]:
+    """``bentoml serve`` with one worker on the server CPU: (url, pid, seconds from
+    process start to ``/readyz`` 200)."""
+    port = server.free_port()
+    url = f"http://127.0.0.1:{port}"
+    since = time.monotonic()
+    log = Path(tempfile.mkstemp(prefix="modelport-bench-", suffix=".log")[1])
+    proc = server.start(port, models=models, workers=1, env=env, service_config=config,
+                        prefix=pin(plan.server_cpus), log=log)
+    try:
+        try:
+            ready = server.wait_ready(url, proc, timeout=180, interval=0.05, since=since)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}; server log: {log}") from None
+        yield url, proc.pid, ready
+    finally:
+        _stop(proc)
+
+
+@contextmanager
+def bare_server(plan: Plan) -> Iterator[tuple[str, int, float]]:
+    """The bare Starlette app on uvicorn, one worker, on the server CPU."""
+    port = server.free_port()
+    url = f"http://127.0.0.1:{port}"
+    uvicorn = str(Path(sys.executable).with_name("uvicorn"))
+    cmd = [*pin(plan.server_cpus), uvicorn, "bench.bare:app", "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"]
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "MODELPORT_BENCH_MODEL": LOAD_MODEL,
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    log = Path(tempfile.mkstemp(prefix="modelport-bare-", suffix=".log")[1])
+    since = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    body = single_body()
+    try:
+        while True:  # uvicorn has no /readyz: the first good predict is "ready"
+            if proc.poll() is not None:
+                raise RuntimeError(f"bare server exited; see {log}")
+            try:
+                post(url + "/predict", body)
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield url, proc.pid, time.monotonic() - since
+    finally:
+        _stop(proc)
+
+
+def post(url: str, body: bytes) -> Any:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def single_body(rows: int = 1) -> bytes:
+    instances, _ = rows_for(LOAD_MODEL, rows)
+    return json.dumps({"model": LOAD_MODEL, "instances": instances}).encode()
+
+
+def infer_body(rows: int = 1) -> bytes:
+    instances, card = rows_for(LOAD_MODEL, rows)
+    data = _matrix(instances, card.feature_names)
+    return json.dumps({"inputs": [{"name": "input-0", "shape": list(data.shape),
+                                   "datatype": "FP64", "data": data.ravel().tolist()}]}).encode()
+
+
+def sweep(plan: Plan, url: str, body: bytes, label: str,
+          concurrency: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
+    """wrk at each concurrency level (after one warm-up run)."""
+    wrk(url, body, connections=32, seconds=plan.warmup, cpu_list=plan.client_cpus)
+    out = []
+    for c in concurrency or plan.concurrency:
+        r: LoadResult = wrk(url, body, connections=c, seconds=plan.seconds,
+                            cpu_list=plan.client_cpus)
+        print(f"  {label:28s} c={c:<4d} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+              f"p90 {r.p90_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}", flush=True)
+        out.append({"label": label, **r.as_dict()})
+    return out
+
+
+@contextmanager
+def batching_server(plan: Plan, model: str) -> Iterator[str]:
+    port = server.free_port()
+    url = f"http://127.0.0.1:{port}"
+    bentoml_cli = str(Path(sys.executable).with_name("bentoml"))
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "MODELPORT_BENCH_MODEL": model, "BENTOML_DO_NOT_TRACK": "True",
+           "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    log = Path(tempfile.mkstemp(prefix="modelport-batching-", suffix=".log")[1])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*pin(plan.server_cpus), bentoml_cli, "serve", "bench.batching_service:Batching",
+             "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+    try:
+        server.wait_ready(url, proc, timeout=180, interval=0.05)
+        yield url
+    finally:
+        _stop(proc)
+
+
+def batching(plan: Plan, models: list[str]) -> list[dict[str, Any]]:
+    """Single-row requests at 32 clients: no batching vs adaptive batching (a loose
+    and a tight latency budget), per model."""
+    out = []
+    for model in models:
+        rows, card = rows_for(model, 1)
+        body = json.dumps({"rows": _matrix(rows, card.feature_names).tolist()}).encode()
+        with batching_server(plan, model) as url:
+            for route in ("plain", "batched", "batched_tight"):
+                for r in sweep(plan, f"{url}/{route}", body, f"{model} /{route}", (32,)):
+                    out.append({**r, "model": model, "route": route})
+    return out
+
+
+def keras_service(plan: Plan, artifacts: list[str]) -> list[dict[str, Any]]:
+    """The Keras model served alone: cold start (TensorFlow is imported only now),
+    memory, and single-row throughput for each serving artifact."""
+    rows, _ = rows_for(KERAS_MODEL, 1)
+    body = json.dumps({"model": KERAS_MODEL, "instances": rows}).encode()
+    out = []
+    for artifact in artifacts:
+        env = {"MODELPORT_KERAS_ARTIFACT": artifact}
+        with modelport_server(plan, KERAS_MODEL, env=env) as (url, pid, ready):
+            post(url + "/predict", body)
+            rss = rss_mb(pid)
+            print(f"  keras ({artifact}) cold start {ready:.2f} s, worker RSS "
+                  f"{rss['worker_mb']:.0f} MB", flush=True)
+            for r in sweep(plan, url + "/predict", body, f"keras {artifact} /predict", (32,)):
+                out.append({**r, "artifact": artifact, "cold_start_s": ready, **rss})
+    return out
