@@ -19,7 +19,7 @@ import numpy as np
 _QUIET = {"logging": {"access": {"enabled": False}}, "tracing": {"excluded_urls": [".*"]}}
 
 
-@bentoml.service(name="bench-batching", workers=1, **_QUIET)  # type: ignore[arg-type]
+@bentoml.service(name="bench-batching", workers=1, **_QUIET)
 class Batching:
     def __init__(self) -> None:
         from bench.suite import load_fast_predictor

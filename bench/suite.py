@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def inprocess(models: list[str], batches: tuple[int, ...], seconds: float) -> li
         for batch in batches:
             rows, card = rows_for(name, batch)
             X = _matrix(rows, card.feature_names)
-            calls = _rate(lambda p=predictor, X=X: p.predict(X), seconds)
+            calls = _rate(partial(predictor.predict, X), seconds)
             results.append({"model": name, "batch": batch, "calls_per_s": calls,
                             "rows_per_s": calls * batch})
             print(f"  in-process {name:22s} batch {batch:5d}: {calls:9.0f} calls/s "

@@ -257,6 +257,12 @@ def serve(
         sys.exit(proc.wait())
 
 
+class BackendOpt(str, Enum):
+    docker = "docker"
+    podman = "podman"
+    buildah = "buildah"
+
+
 @app.command()
 def build(
     models: Annotated[
@@ -264,8 +270,27 @@ def build(
         typer.Option(help="Comma-separated model tags (default: bentofile.yaml's models)."),
     ] = None,
     project: Annotated[Path, typer.Option(help="Folder holding bentofile.yaml.")] = Path("."),
+    image: Annotated[
+        bool,
+        typer.Option("--image", help="Also build the service image, modelport:<bento version>."),
+    ] = False,
+    backend: Annotated[
+        Optional[BackendOpt],  # noqa: UP045
+        typer.Option(help="Image builder (default: docker if its daemon answers, else podman, "
+                     "else buildah)."),
+    ] = None,
+    pull: Annotated[
+        bool, typer.Option(help="Let the builder pull the base image; --no-pull uses only "
+                           "local images (CI: hack/build-base-image.sh provides the base).")
+    ] = True,
+    image_tag: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--image-tag",
+                     help="Extra tag for the image (repeatable), e.g. modelport:latest."),
+    ] = None,
 ) -> None:
-    """Build the bento (service + exact model versions) and print its tag."""
+    """Build the bento (service + exact model versions) and print its tag; with --image,
+    build its image too and print the image tag."""
     from modelport import bento, store
 
     tags = [t.strip() for t in models.split(",") if t.strip()] if models else None
@@ -274,6 +299,33 @@ def build(
     except store.StoreError as exc:
         raise _fail(f"{exc} (train it first: modelport train ...)") from None
     out.print(tag)
+    if image:
+        _build_image(tag, project.resolve(), backend.value if backend else None, pull,
+                     image_tag or [])
+
+
+def _build_image(bento_tag: str, project: Path, backend: str | None, pull: bool,
+                 extra_tags: list[str]) -> None:
+    from modelport import image
+
+    def show(line: str) -> None:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    try:
+        if not pull:
+            base = image.bento_base_image(bento_tag)
+            chosen = image.choose_backend(image.probe_backends(), backend)
+            if not image.image_exists(base, chosen):
+                raise image.ImageError(
+                    f"base image {base} is not in local storage and --no-pull forbids "
+                    f"pulling it: build the stand-in with `hack/build-base-image.sh {base}`")
+        built = image.build(bento_tag, project=project, backend=backend, pull=pull,
+                            extra_tags=extra_tags, on_line=show)
+    except image.ImageError as exc:
+        raise _fail(str(exc), 1) from None
+    console.print(f"built {built.tag} with {built.backend} in {built.seconds:.0f}s, "
+                  f"{built.size / 1e6:.0f} MB")
+    out.print(built.tag)
 
 
 DEMO_RECIPES = ("breast-cancer", "diabetes", "breast-cancer-keras")

@@ -73,7 +73,7 @@ def _array_transform(trans: Any) -> Transform:
         # Fitted on named columns; given arrays in the same order, the name check
         # only warns. The load-time comparison guards the order.
         del fast.feature_names_in_
-    return fast.transform  # type: ignore[no-any-return]
+    return fast.transform
 
 
 def compile_columns(ct: Any, names: list[str]) -> Transform | None:
@@ -251,12 +251,12 @@ class TFLiteModel:
         import warnings
 
         try:
-            from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+            from ai_edge_litert.interpreter import Interpreter
         except ImportError:  # TensorFlow's own copy (deprecated, still shipped)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 import tensorflow as tf
-            Interpreter = tf.lite.Interpreter  # noqa: N806
+            Interpreter = tf.lite.Interpreter
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._it = Interpreter(model_path=str(path))
