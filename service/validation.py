@@ -55,9 +55,14 @@ def _number(value: Any, where: str, missing: list[str], feature: str) -> float:
         raise InputError(f"{where}: missing value (null)", missing=missing)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(f"{where}: expected a number, got {_describe(value)}")
-    if not math.isfinite(value):
-        raise InputError(f"{where}: must be a finite number, got {value}")
-    return float(value)
+    try:
+        number = float(value)  # an integer past float's range overflows here
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        shown = value if isinstance(value, float) else f"an integer of {len(str(value))} digits"
+        raise InputError(f"{where}: must be a finite number, got {shown}")
+    return number
 
 
 def _category(value: Any, where: str, missing: list[str], feature: str) -> str:

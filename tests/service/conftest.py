@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,18 +52,20 @@ def private_home(base: Path) -> Path:
 
 
 def launch(log_dir: Path, models: str, *, workers: int = 1, env: dict[str, str] | None = None,
-           wait: bool = True) -> Server:
+           wait: bool = True, service_config: dict | None = None) -> Server:
     env = {"BENTOML_HOME": str(private_home(log_dir)), **(env or {})}
     port = srv.free_port()
     log = log_dir / f"server-{port}.log"
-    proc = srv.start(port, models=models, workers=workers, env=env, log=log)
+    proc = srv.start(port, models=models, workers=workers, env=env, log=log,
+                     service_config=service_config)
     url = f"http://127.0.0.1:{port}"
     seconds = 0.0
     if wait:
         try:
             seconds = srv.wait_ready(url, proc, timeout=120)
         except Exception:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             raise AssertionError(
                 f"server did not get ready:\n{log.read_text()[-3000:]}") from None
     return Server(url, proc, log, seconds)

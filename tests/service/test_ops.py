@@ -195,3 +195,33 @@ def test_two_workers_sum_their_counters(start_server) -> None:
     pids_seen = {p.pid for p in __import__("psutil").Process(s.proc.pid).children(
         recursive=True)}
     assert len(pids_seen) >= 2
+
+
+def test_monitoring_off_keeps_request_counts_and_drops_the_per_request_series(
+    trained, start_server,
+) -> None:
+    s = start_server("breast-cancer", env={"MODELPORT_MONITORING": "false"})
+    rows = _instances("breast-cancer", 3)
+    with s.client() as c:
+        r = c.post("/predict", json={"instances": rows})
+        text = c.get("/metrics").text
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 3
+    lab = {"model_name": "breast-cancer",
+           "model_version": store.resolve("breast-cancer").tag.version}
+    assert value(text, "modelport_requests_total", endpoint="predict", code="200", **lab) == 1
+    assert value(text, "modelport_model_info", **lab) == 1
+    assert value(text, "modelport_drift_bin_total", **lab) == 0
+    assert value(text, "modelport_predictions_total", **lab) == 0
+    assert value(text, "modelport_inference_duration_seconds_count", **lab) == 0
+
+
+def test_access_log_is_off_by_default_and_can_be_turned_on(trained, start_server) -> None:
+    rows = _instances("breast-cancer", 1)
+    logged = {"logging": {"access": {"enabled": True}}}
+    for config, expected in ((None, False), (logged, True)):
+        s = start_server("breast-cancer", service_config=config)
+        with s.client() as c:
+            for _ in range(3):
+                c.post("/predict", json={"instances": rows}).raise_for_status()
+        s.stop()
+        assert ("/predict" in s.log_text()) is expected, s.log_text()[-2000:]

@@ -1,0 +1,186 @@
+"""The serving fast path gives exactly what the slow, general path gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+from modelport.metadata import (
+    DriftReference,
+    Evaluation,
+    FeatureSpec,
+    Integrity,
+    ModelCard,
+    Sample,
+    assign_bins,
+    quantile_bins,
+)
+from modelport.predictors import SklearnPredictor, compile_columns
+from service.validation import InputError, Schema, parse_instances
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def cancer() -> pd.DataFrame:
+    return load_breast_cancer(as_frame=True).frame
+
+
+def _card(frame: pd.DataFrame, names: list[str], categorical: tuple[str, ...] = ()) -> ModelCard:
+    features = [
+        FeatureSpec(name=n, kind="categorical", dtype="object", categories=["a", "b"])
+        if n in categorical else
+        FeatureSpec(name=n, kind="numeric", dtype="float64", min=float(frame[n].min()),
+                    max=float(frame[n].max()))
+        for n in names
+    ]
+    bins = [quantile_bins(n, frame[n].to_numpy(dtype=float), 10)
+            for n in names if n not in categorical]
+    return ModelCard(
+        framework="sklearn", task="classification", target="target", classes=[0, 1],
+        features=features,
+        evaluation=Evaluation(test={"accuracy": 1.0}, train_score=1, validation_score=1,
+                              score_name="accuracy", overfit_gap=0, overfit=False),
+        params={}, drift=DriftReference(features=bins),
+        sample=Sample(instances=[], predictions=[]),
+        integrity=Integrity(data_sha256="0" * 64, files={}), data_source="test",
+        rows={"train": 1, "validation": 1, "test": 1},
+    )
+
+
+def _rows(frame: pd.DataFrame, names: list[str], n: int) -> list[dict]:
+    return [{k: float(v) for k, v in r.items()} for r in frame[names].head(n).to_dict("records")]
+
+
+def test_fast_parse_equals_careful_parse(cancer) -> None:
+    names = [c for c in cancer.columns if c != "target"]
+    schema = Schema(_card(cancer, names))
+    rows = _rows(cancer, names, 50)
+    rows[3]["mean area"] = 700  # ints are numbers too
+    batch = parse_instances(rows, schema, 100)
+    assert batch.frame is None and batch.numeric.dtype == np.float64
+    expected = np.array([[float(r[n]) for n in names] for r in rows])
+    assert np.array_equal(batch.numeric, expected)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (True, "expected a number, got a boolean"),
+    ("1.5", "expected a number, got a string '1.5'"),
+    (None, "missing value (null)"),
+    (float("nan"), "must be a finite number"),
+    (10**400, "must be a finite number"),
+])
+def test_fast_parse_falls_back_to_the_precise_message(cancer, value, message) -> None:
+    names = [c for c in cancer.columns if c != "target"]
+    schema = Schema(_card(cancer, names))
+    rows = _rows(cancer, names, 3)
+    rows[2]["worst area"] = value
+    with pytest.raises(InputError, match=r"instances\[2\]\.worst area") as err:
+        parse_instances(rows, schema, 10)
+    assert message in err.value.message
+
+
+def test_mixed_schema_builds_a_frame_and_numeric_block(cancer) -> None:
+    frame = cancer.assign(colour=["a", "b"] * (len(cancer) // 2) + ["a"] * (len(cancer) % 2))
+    names = ["mean radius", "colour", "mean area"]
+    schema = Schema(_card(frame, names, categorical=("colour",)))
+    rows = [{"mean radius": 1.0, "colour": "a", "mean area": 2.0},
+            {"mean radius": 3.0, "colour": "z", "mean area": 4.0}]
+    batch = parse_instances(rows, schema, 10)
+    assert batch.frame is not None and list(batch.frame.columns) == names
+    assert batch.numeric.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_vectorised_drift_bins_match_the_training_rule(cancer) -> None:
+    from service.monitoring import ModelMetrics
+
+    names = [c for c in cancer.columns if c != "target"]
+    card = _card(cancer, names)
+    metrics = ModelMetrics.__new__(ModelMetrics)  # layout only: no registry needed
+    refs = card.drift.features
+    width = max(len(r.ratios) for r in refs)
+    metrics._columns = np.arange(len(refs))
+    metrics._width = width
+    metrics._edges = np.full((len(refs), width - 1), np.inf)
+    for j, r in enumerate(refs):
+        metrics._edges[j, : len(r.edges)] = r.edges
+    metrics._bins = [None] * (len(refs) * width)
+    metrics._lo = np.array([f.min for f in card.features])
+    metrics._hi = np.array([f.max for f in card.features])
+    rng = np.random.default_rng(0)
+    values = cancer[names].to_numpy(dtype=float)
+    # Real rows, rows exactly on the bin edges, and values beyond the training range.
+    edges_rows = np.array([[r.edges[i % len(r.edges)] if r.edges else 0.0 for r in refs]
+                           for i in range(12)])
+    wide = values[:40] * rng.uniform(0.2, 3.0, size=(40, len(names)))
+    X = np.vstack([values, edges_rows, wide])
+    counts, outside = metrics.drift_counts(X)
+    for j, r in enumerate(refs):
+        expected = np.bincount(assign_bins(r.edges, X[:, j]), minlength=len(r.ratios))
+        assert counts[j, : len(r.ratios)].tolist() == expected.tolist(), r.feature
+        assert counts[j, len(r.ratios):].sum() == 0
+        lo, hi = card.features[j].min, card.features[j].max
+        assert outside[j] == np.count_nonzero((X[:, j] < lo) | (X[:, j] > hi))
+
+
+def _fit(cancer: pd.DataFrame, ct: ColumnTransformer, head) -> tuple[Pipeline, pd.DataFrame]:
+    names = [c for c in cancer.columns if c != "target"]
+    pipe = Pipeline([("pre", ct), ("model", head)]).fit(cancer[names], cancer["target"])
+    return pipe, cancer[names]
+
+
+@pytest.mark.parametrize("layout", ["standard", "mixed"])
+def test_compiled_pipeline_reproduces_the_original(cancer, layout) -> None:
+    names = [c for c in cancer.columns if c != "target"]
+    if layout == "standard":
+        ct = ColumnTransformer([("n", StandardScaler(), names)])
+    else:  # several transformers, passthrough and a dropped remainder, columns reordered
+        ct = ColumnTransformer([("s", StandardScaler(), names[10:20]),
+                                ("m", MinMaxScaler(), names[:10][::-1]),
+                                ("p", "passthrough", [names[25]])])
+    pipe, X = _fit(cancer, ct, LogisticRegression(max_iter=5000))
+    predictor = SklearnPredictor(pipe, "classification", [0, 1])
+    assert predictor.enable_fast_path(names, X.head(5)) is None
+    arr = X.to_numpy(dtype=float)
+    assert np.allclose(predictor.scores(arr), pipe.predict_proba(X), rtol=1e-12, atol=1e-15)
+    assert predictor.predict(arr).predictions == predictor.predict(X).predictions
+
+
+def test_unsupported_layout_keeps_the_original_path(cancer) -> None:
+    names = [c for c in cancer.columns if c != "target"]
+    pipe = Pipeline([("s", StandardScaler()), ("m", LinearRegression())])
+    pipe.fit(cancer[names], cancer["target"])
+    predictor = SklearnPredictor(pipe, "regression", None)
+    assert predictor.enable_fast_path(names, cancer[names].head(5)) == \
+        "column layout not supported"
+    arr = cancer[names].to_numpy(dtype=float)
+    assert np.allclose(predictor.scores(arr), pipe.predict(cancer[names]))  # via a frame
+
+
+def test_fast_path_that_cannot_reproduce_is_refused(cancer) -> None:
+    from sklearn.preprocessing import FunctionTransformer
+
+    names = [c for c in cancer.columns if c != "target"]
+    # Works on DataFrames only (looks columns up by name): the array path fails.
+    by_name = FunctionTransformer(lambda df: df[["mean radius"]] * 2.0)
+    pipe, X = _fit(cancer, ColumnTransformer([("f", by_name, names)]), LinearRegression())
+    predictor = SklearnPredictor(pipe, "regression", None)
+    why = predictor.enable_fast_path(names, X.head(5))
+    assert why is not None and why.startswith("fast path failed")
+    arr = X.to_numpy(dtype=float)
+    assert np.allclose(predictor.scores(arr), pipe.predict(X))
+
+
+def test_compile_refuses_sparse_output(cancer) -> None:
+    from sklearn.preprocessing import OneHotEncoder
+
+    names = ["mean radius"]
+    ct = ColumnTransformer([("o", OneHotEncoder(), names)], sparse_threshold=1.0)
+    ct.fit(cancer[names].round())
+    assert ct.sparse_output_ and compile_columns(ct, names) is None
