@@ -102,12 +102,26 @@ def run(quick: bool) -> dict[str, Any]:
     return result
 
 
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def update_readme(readme: Path, table: str) -> None:
+    """Replace the README's benchmark block (between the markers) with ``table``."""
+    text = readme.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return
+    readme.write_text(text[: start + len(BEGIN)] + "\n" + table + "\n" + text[end:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="3 s per load point instead of 8 (about 2 minutes in all)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="where latest.json and latest.md go (default: bench/results)")
+    parser.add_argument("--readme", type=Path, default=Path("README.md"),
+                        help="README whose benchmark block a full run refreshes")
     args = parser.parse_args(argv)
     from modelport import store
 
@@ -121,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "latest.md").write_text(table)
+    if not args.quick and args.readme.exists():
+        update_readme(args.readme, table)
     print()
     print(table)
     print(f"written: {args.out / 'latest.json'}, {args.out / 'latest.md'}")

@@ -12,10 +12,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SKLEARN_FILE = "saved_model.pkl"  # bentoml.sklearn's file name
 KERAS_FILE = "model.keras"
@@ -129,8 +131,10 @@ class Predictor(ABC):
         return "not available for this model type"
 
     def _frame(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
-        if isinstance(X, pd.DataFrame):
+        if not isinstance(X, np.ndarray):
             return X
+        import pandas as pd  # deferred: serving all-numeric models never needs it
+
         return pd.DataFrame(X, columns=self.feature_names)
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> Output:

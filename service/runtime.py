@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from modelport.metadata import ModelCard, verify_model_files
 from modelport.predictors import Output, Predictor
@@ -72,6 +71,8 @@ def _load(tag: str, settings: ServiceSettings) -> _Loaded:
         raise ModelLoadError(f"model {model.tag}: cannot load: {exc}") from None
     schema = Schema(card)
     if schema.all_numeric:
+        import pandas as pd  # deferred: the supervisor process imports this module too
+
         sample = pd.DataFrame(card.sample.instances, columns=card.feature_names).astype(float)
         why = predictor.enable_fast_path(card.feature_names, sample)
         if why:

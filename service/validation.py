@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from modelport.metadata import ModelCard
 
@@ -176,4 +178,6 @@ def batch_from_columns(columns: dict[str, Any], schema: Schema) -> Batch:
         spec.name: np.asarray(columns[spec.name], dtype=float if spec.kind == "numeric" else object)
         for spec in schema.card.features
     }
+    import pandas as pd  # deferred: only models with categorical features get here
+
     return Batch(numeric, pd.DataFrame(data, columns=schema.names))
