@@ -79,19 +79,21 @@ def run(quick: bool) -> dict[str, Any]:
                                       (2,))
         result["rss_loaded"] = suite.rss_mb(pid)
 
-    print("== modelport, monitoring off (MODELPORT_MONITORING=false)", flush=True)
-    with suite.modelport_server(plan, ",".join(suite.SKLEARN_MODELS),
-                                env={"MODELPORT_MONITORING": "false"}) as (url, _, _):
-        result["monitoring_off"] = suite.sweep(plan, url + "/predict", single,
-                                               "monitoring off /predict", (32,))
-
-    print("== modelport, BentoML's default tracing and access log", flush=True)
+    print("== modelport: monitoring off, and BentoML's default tracing + access log "
+          "(alternating with the default)", flush=True)
     defaults = {"logging": {"access": {"enabled": True}}, "tracing": {"excluded_urls": []}}
-    with suite.modelport_server(plan, ",".join(suite.SKLEARN_MODELS), config=defaults) as (
-        url, _, _
-    ):
-        result["bentoml_defaults"] = suite.sweep(plan, url + "/predict", single,
-                                                 "tracing+access log /predict", (32,))
+    names = ",".join(suite.SKLEARN_MODELS)
+    with suite.modelport_server(plan, names) as (on, _, _), \
+            suite.modelport_server(plan, names, env={"MODELPORT_MONITORING": "false"}) as (
+                off, _, _), \
+            suite.modelport_server(plan, names, config=defaults) as (full, _, _):
+        variants = {"modelport /predict (same run)": on, "monitoring off /predict": off,
+                    "tracing+access log /predict": full}
+        paired = suite.alternate(plan, {k: u + "/predict" for k, u in variants.items()},
+                                 single, rounds=3)
+    result["paired"] = paired["modelport /predict (same run)"]
+    result["monitoring_off"] = paired["monitoring off /predict"]
+    result["bentoml_defaults"] = paired["tracing+access log /predict"]
 
     print("== adaptive batching", flush=True)
     result["batching"] = suite.batching(plan, models)

@@ -269,3 +269,25 @@ def keras_service(plan: Plan, artifacts: list[str]) -> list[dict[str, Any]]:
             for r in sweep(plan, url + "/predict", body, f"keras {artifact} /predict", (32,)):
                 out.append({**r, "artifact": artifact, "cold_start_s": ready, **rss})
     return out
+
+
+def alternate(plan: Plan, urls: dict[str, str], body: bytes,
+              rounds: int) -> dict[str, list[dict[str, Any]]]:
+    """Servers measured in turn, ``rounds`` times, at 32 clients; each keeps its
+    median-throughput run. Interleaving cancels slow drifts in what else the machine
+    is doing, which a before/after pair would read as a difference."""
+    runs: dict[str, list[LoadResult]] = {label: [] for label in urls}
+    for url in urls.values():
+        wrk(url, body, connections=32, seconds=plan.warmup, cpu_list=plan.client_cpus)
+    for _ in range(rounds):
+        for label, url in urls.items():
+            runs[label].append(wrk(url, body, connections=32, seconds=plan.seconds,
+                                   cpu_list=plan.client_cpus))
+    out = {}
+    for label, results in runs.items():
+        r = sorted(results, key=lambda x: x.rps)[len(results) // 2]
+        print(f"  {label:28s} c=32   {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+              f"p99 {r.p99_ms:7.2f} ms  (median of {[round(x.rps) for x in results]})",
+              flush=True)
+        out[label] = [{"label": label, **r.as_dict(), "runs": [x.rps for x in results]}]
+    return out

@@ -99,6 +99,13 @@ class ServiceSettings(BaseSettings):
         "latency and batch-size histograms). Request counts and model info stay on; "
         "turn this off only to measure what monitoring costs.",
     )
+    drift_flush_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="Drift-bin counts are summed per request and added to their "
+        "Prometheus counters this often (0: on every request, ~10 % slower). They lag "
+        "by at most this much; the remainder is flushed at shutdown.",
+    )
     keras_artifact: Literal["auto", "keras", "saved_model", "tflite"] = Field(
         "auto",
         description="Serving form of Keras models: 'auto' takes the fastest one training "

@@ -7,6 +7,7 @@ resolved once per model at load time, not per request.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,7 @@ class ModelMetrics:
     card: ModelCard
     monitored: int
     enabled: bool = True
+    deferred: bool = False  # drift counts wait for a Flusher instead of each request
     _classes: dict[str, Any] = field(default_factory=dict)
     _requests: dict[tuple[str, int], Any] = field(default_factory=dict)
 
@@ -114,6 +116,11 @@ class ModelMetrics:
             for i, ratio in enumerate(ref.ratios):
                 self._bins[j * width + i] = r.drift_bin.labels(*lv, ref.feature, str(i))
                 r.drift_reference.labels(*lv, ref.feature, str(i)).set(ratio)
+        # Drift counts add up here per request and reach the counters in one flush
+        # (Flusher): 30 counter updates per request cost ~10 % of single-row throughput.
+        self._pending = np.zeros(len(self._bins), dtype=np.int64)
+        self._pending_out = np.zeros(len(refs), dtype=np.int64)
+        self._lock = threading.Lock()
         self._lo = np.asarray([_bound(specs[ref.feature].min, -np.inf) for ref in refs])
         self._hi = np.asarray([_bound(specs[ref.feature].max, np.inf) for ref in refs])
         self._outside = [r.out_of_range.labels(*lv, ref.feature) for ref in refs]
@@ -152,16 +159,28 @@ class ModelMetrics:
             return
         if len(self._columns):
             counts, outside = self.drift_counts(batch.numeric)
-            flat = counts.ravel()
-            for i in np.flatnonzero(flat):
-                self._bins[i].inc(int(flat[i]))
-            for j in np.flatnonzero(outside):
-                self._outside[j].inc(int(outside[j]))
+            with self._lock:
+                self._pending += counts.ravel()
+                self._pending_out += outside
+            if not self.deferred:
+                self.flush()
         if self._categorical and batch.frame is not None:
             for spec in self._categorical:
                 unseen = int((~batch.frame[spec.name].isin(spec.categories)).sum())
                 if unseen:
                     self.reg.out_of_range.labels(self.name, self.version, spec.name).inc(unseen)
+
+    def flush(self) -> None:
+        """Move the pending drift counts into their Prometheus counters."""
+        with self._lock:
+            if not (self._pending.any() or self._pending_out.any()):
+                return
+            bins, self._pending = self._pending, np.zeros_like(self._pending)
+            outside, self._pending_out = self._pending_out, np.zeros_like(self._pending_out)
+        for i in np.flatnonzero(bins):
+            self._bins[i].inc(int(bins[i]))
+        for j in np.flatnonzero(outside):
+            self._outside[j].inc(int(outside[j]))
 
     def observe_missing(self, features: list[str]) -> None:
         for feature in features:
@@ -193,6 +212,35 @@ class ModelMetrics:
             return
         for p, a in pairs:
             r.feedback.labels(*lv, str(p), str(a), "true" if str(p) == str(a) else "false").inc()
+
+
+class Flusher:
+    """Flushes every model's pending drift counts every ``interval`` seconds, from a
+    daemon thread; :meth:`stop` (the service's shutdown hook) flushes the rest."""
+
+    def __init__(self, metrics: list[ModelMetrics], interval: float) -> None:
+        self.metrics = metrics
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="modelport-flush", daemon=True)
+
+    def start(self) -> Flusher:
+        for m in self.metrics:
+            m.deferred = True
+        self._thread.start()
+        return self
+
+    def flush(self) -> None:
+        for m in self.metrics:
+            m.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.flush()
 
 
 def _bound(value: float | None, default: float) -> float:

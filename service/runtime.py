@@ -13,7 +13,7 @@ import numpy as np
 from modelport.metadata import ModelCard, verify_model_files
 from modelport.predictors import Output, Predictor
 from modelport.settings import ServiceSettings
-from service.monitoring import ModelMetrics, Registry, families, prediction_buckets
+from service.monitoring import Flusher, ModelMetrics, Registry, families, prediction_buckets
 from service.validation import Batch, Schema, parse_instances
 
 log = logging.getLogger("modelport")
@@ -111,6 +111,7 @@ class ModelSet:
     models: dict[str, ServedModel] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     registry: Registry | None = None
+    flusher: Flusher | None = None
 
     @classmethod
     def load(cls, settings: ServiceSettings) -> ModelSet:
@@ -143,6 +144,9 @@ class ModelSet:
                                               item.predictor, metrics)
             log.info("serving %s (%s %s, %s)", item.tag, item.card.framework, item.card.task,
                      item.predictor.artifact)
+        if settings.monitoring and settings.drift_flush_seconds > 0 and result.models:
+            result.flusher = Flusher([m.metrics for m in result.models.values()],
+                                     settings.drift_flush_seconds).start()
         return result
 
     @property

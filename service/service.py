@@ -71,6 +71,13 @@ class ModelPort:
         gc.collect()
         gc.freeze()
 
+    @bentoml.on_shutdown
+    def flush_metrics(self) -> None:
+        """Drift counts still pending at shutdown reach their counters (BentoML calls
+        this after the in-flight requests have finished)."""
+        if self.models.flusher is not None:
+            self.models.flusher.stop()
+
     def __is_ready__(self) -> bool:
         return self.models.ready
 

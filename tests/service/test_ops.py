@@ -35,6 +35,19 @@ def _instances(recipe: str, n: int) -> list[dict]:
     return json.loads(frame.to_json(orient="records"))
 
 
+def _after_drift_flush(c: httpx.Client, before: str, feature: str, rows: int) -> str:
+    """/metrics once ``rows`` more values of ``feature`` reached the drift counters,
+    which are flushed every MODELPORT_DRIFT_FLUSH_SECONDS (0.5 s), not per request."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = c.get("/metrics").text
+        added = (value(text, "modelport_drift_bin_total", feature=feature)
+                 - value(before, "modelport_drift_bin_total", feature=feature))
+        if added >= rows or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
+
+
 def test_metrics_carry_every_documented_series(server) -> None:
     bc = store.resolve("breast-cancer").tag.version
     db = store.resolve("diabetes").tag.version
@@ -51,7 +64,7 @@ def test_metrics_carry_every_documented_series(server) -> None:
             {"prediction": 1, "label": 1}, {"prediction": 1, "label": 0}]}).raise_for_status()
         c.post("/feedback", json={"model": "diabetes", "items": [
             {"prediction": 100.0, "label": 110.0}, {"prediction": 50, "label": 47}]})
-        text = c.get("/metrics").text
+        text = _after_drift_flush(c, before, "bmi", 5)
 
     def delta(name: str, **labels: str) -> float:
         return value(text, name, **labels) - value(before, name, **labels)
@@ -225,3 +238,22 @@ def test_access_log_is_off_by_default_and_can_be_turned_on(trained, start_server
                 c.post("/predict", json={"instances": rows}).raise_for_status()
         s.stop()
         assert ("/predict" in s.log_text()) is expected, s.log_text()[-2000:]
+
+
+def test_pending_drift_counts_are_flushed_at_shutdown(trained, start_server, tmp_path) -> None:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    # A flush interval far longer than the test: only the shutdown flush can count them.
+    s = start_server("diabetes", env={"MODELPORT_DRIFT_FLUSH_SECONDS": "600"})
+    with s.client() as c:
+        c.post("/predict", json={"instances": _instances("diabetes", 7)}).raise_for_status()
+        assert value(c.get("/metrics").text, "modelport_drift_bin_total", feature="bmi") == 0
+    s.stop()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path / "bentoml-home" /
+                                             "prometheus_multiproc_dir"))
+    counted = sum(sample.value for fam in registry.collect() for sample in fam.samples
+                  if sample.name == "modelport_drift_bin_total"
+                  and sample.labels.get("feature") == "bmi")
+    assert counted == 7
