@@ -77,6 +77,9 @@ def run(quick: bool) -> dict[str, Any]:
                                       "modelport OIP infer")
         result["batch"] = suite.sweep(plan, url + "/predict", batch, "modelport /predict x1000",
                                       (2,))
+        result["batch_infer"] = suite.sweep(
+            plan, f"{url}/v2/models/{suite.LOAD_MODEL}/infer", suite.infer_body(1000),
+            "modelport OIP infer x1000", (2,))
         result["rss_loaded"] = suite.rss_mb(pid)
 
     print("== modelport: monitoring off, and BentoML's default tracing + access log "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -112,8 +113,9 @@ def _fast_numeric(instances: list[Any], names: list[str]) -> np.ndarray | None:
     """The common case in one pass: every row an object with exactly the expected
     finite numbers. ``None`` when anything is off; the careful parser then names it."""
     k = len(names)
+    pick = itemgetter(*names) if k > 1 else (lambda row: (row[names[0]],))
     try:
-        rows = [[row[n] for n in names] for row in instances]
+        rows = list(map(pick, instances))  # C-level lookups, row by row
     except (KeyError, TypeError):
         return None
     if any(len(row) != k for row in instances):
