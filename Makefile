@@ -113,8 +113,13 @@ HELM ?= helm
 KUBECTL ?= kubectl
 KIND ?= kind
 MINIKUBE ?= minikube
-# Extra arguments for `bentoml containerize`, e.g. "--backend buildah".
-CONTAINERIZE_ARGS ?=
+# Models baked into the image (comma-separated tags; default: bentofile.yaml's, whose Keras
+# model brings TensorFlow). MODELS=breast-cancer,diabetes gives a lean sklearn-only image.
+MODELS ?=
+# Extra `modelport build --image` arguments, e.g. "--backend buildah" or "--no-pull".
+IMAGE_ARGS ?=
+# The base image the bento's Dockerfile builds FROM, for the registry-free stand-in.
+BASE_IMAGE ?= docker.io/library/python:3.11-slim
 METRICS_SERVER_VERSION ?= v0.7.2
 PROM_OPERATOR_VERSION ?= v0.93.0
 PROM_OPERATOR_CRDS := https://raw.githubusercontent.com/prometheus-operator/prometheus-operator/$(PROM_OPERATOR_VERSION)/example/prometheus-operator-crd
@@ -155,9 +160,20 @@ kind-up: ## Create the kind cluster with metrics-server and the Prometheus Opera
 	$(KUBECTL) -n kube-system rollout status deployment/metrics-server --timeout=180s
 
 .PHONY: image
-image: venv ## Build the bento and its image (IMG) with bentoml containerize.
-	$(BIN)/modelport build
-	$(BIN)/bentoml containerize modelport:latest --image-tag $(IMG) $(CONTAINERIZE_ARGS)
+image: venv ## Build the bento and its image modelport:<bento version>, also tagged IMG (docker, podman or buildah).
+	$(BIN)/modelport build --image $(if $(MODELS),--models $(MODELS)) --image-tag $(IMG) $(IMAGE_ARGS)
+
+.PHONY: base-image
+base-image: ## Build a stand-in for BASE_IMAGE from Debian packages into containers-storage (root; no registry).
+	bash hack/build-base-image.sh $(BASE_IMAGE)
+
+.PHONY: image-offline
+image-offline: base-image ## `make image` without a registry (as CI does): against the stand-in base, never pulling.
+	$(MAKE) image IMAGE_ARGS="--no-pull $(IMAGE_ARGS)"
+
+.PHONY: test-image
+test-image: venv ## Build the sklearn-only image from scratch and run it as the chart would (root, podman).
+	$(BIN)/python -m pytest -m image tests/image $(PYTEST_ARGS)
 
 .PHONY: kind-load
 kind-load: ## Load IMG (and its e2e-next tag) into the kind nodes.

@@ -2,9 +2,16 @@
 # Installs the Debian packages the tests and benchmarks run for real:
 #   prometheus  - a Prometheus server (and promtool) for scrape and rule tests
 #   wrk         - the HTTP load generator of the benchmark suite (bench/)
-# Idempotent; installs only what is missing. Each entry is "command:package".
+#   buildah, podman, runc, debootstrap, uidmap, netavark, iptables
+#               - the image tests (tests/image): build the service image daemonless,
+#                 build the CI stand-in base image from Debian packages, run the
+#                 image as the chart would (netavark and iptables publish its port)
+# Idempotent; installs only what is missing. Each entry is "command:package" (the
+# command may be an absolute path, for packages that put nothing on PATH).
 set -euo pipefail
-wanted=(prometheus:prometheus promtool:prometheus wrk:wrk)
+wanted=(prometheus:prometheus promtool:prometheus wrk:wrk
+        buildah:buildah podman:podman /usr/sbin/runc:runc /usr/sbin/debootstrap:debootstrap
+        newuidmap:uidmap /usr/lib/podman/netavark:netavark /usr/sbin/iptables:iptables)
 need=()
 for entry in "${wanted[@]}"; do
   cmd=${entry%%:*} pkg=${entry#*:}
