@@ -78,7 +78,8 @@ def parse_wrk(output: str, connections: int, seconds: float) -> LoadResult:
 
 def wrk(url: str, body: bytes, *, connections: int, seconds: float,
         cpu_list: list[int]) -> LoadResult:
-    """POST ``body`` to ``url`` with ``connections`` keep-alive clients for ``seconds``."""
+    """POST ``body`` to ``url`` with ``connections`` keep-alive clients for ``seconds``
+    (whole seconds: wrk takes no fractions)."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: run `make setup` (Debian package wrk)")
     with tempfile.TemporaryDirectory(prefix="modelport-wrk-") as tmp:
@@ -93,8 +94,10 @@ def wrk(url: str, body: bytes, *, connections: int, seconds: float,
         )
         threads = max(1, min(len(cpu_list), connections))
         cmd = [*pin(cpu_list), "wrk", f"-t{threads}", f"-c{connections}",
-               f"-d{seconds:g}s", "--timeout", "10s", "--latency", "-s", str(script), url]
+               f"-d{max(1, round(seconds))}s", "--timeout", "10s", "--latency",
+               "-s", str(script), url]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+        raise RuntimeError(f"wrk failed ({done.returncode}): "
+                           f"{(done.stderr or done.stdout).strip()}")
     return parse_wrk(done.stdout, connections, seconds)
