@@ -377,14 +377,22 @@ def image_exists(image: str, backend: str) -> bool:
 
 def image_size(image: str, backend: str) -> int:
     """Uncompressed size in bytes, as the backend reports it."""
-    tool = "podman" if backend == "buildah" and shutil.which("podman") else backend
-    if tool == "buildah":
-        out = subprocess.run(["buildah", "inspect", "--type", "image", "--format",
-                              "{{.Size}}", image], capture_output=True, text=True, check=True)
-    else:
-        out = subprocess.run([tool, "image", "inspect", "--format", "{{.Size}}", image],
+    if backend == "buildah" and not shutil.which("podman"):
+        # buildah reports only a rounded, human-readable size.
+        out = subprocess.run(["buildah", "images", "--format", "{{.Size}}", image],
                              capture_output=True, text=True, check=True)
+        return human_size(out.stdout.splitlines()[0])
+    tool = "docker" if backend == "docker" else "podman"
+    out = subprocess.run([tool, "image", "inspect", "--format", "{{.Size}}", image],
+                         capture_output=True, text=True, check=True)
     return int(out.stdout.strip())
+
+
+def human_size(text: str) -> int:
+    """``"152 MB"`` -> 152000000 (decimal units, as podman and buildah print them)."""
+    number, _, unit = text.strip().partition(" ")
+    scale = {"B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+    return int(float(number) * scale[unit or "B"])
 
 
 def write_build_home(path: Path) -> Path:

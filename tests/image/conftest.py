@@ -38,14 +38,18 @@ def _need(ok: object, message: str) -> None:
 
 @pytest.fixture(scope="session")
 def report(request: pytest.FixtureRequest) -> Report:
-    """Progress lines on the terminal even while pytest captures output."""
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    """Progress lines on the terminal even while pytest captures output: a fresh build
+    takes minutes, and silence would look like a hang."""
+    plugins = request.config.pluginmanager
+    terminal = plugins.get_plugin("terminalreporter")
+    capture = plugins.get_plugin("capturemanager")
 
     def write(line: str) -> None:
-        if terminal is not None:
-            terminal.write_line(f"[image] {line}")
-        else:
+        if terminal is None or capture is None:
             print(f"[image] {line}", flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(f"[image] {line}")
 
     return write
 

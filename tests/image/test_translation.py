@@ -105,6 +105,12 @@ def test_memory_quantity(quantity: str | int, size: int) -> None:
     assert image.memory_quantity(quantity) == size
 
 
+def test_human_size() -> None:
+    assert image.human_size("152 MB") == 152_000_000
+    assert image.human_size("1.31 GB") == 1_310_000_000
+    assert image.human_size("512 B") == 512
+
+
 def test_probe_budget_uses_kubernetes_defaults() -> None:
     assert image.probe_budget({"periodSeconds": 5, "failureThreshold": 60}) == 300
     assert image.probe_budget({"initialDelaySeconds": 7}) == 37
