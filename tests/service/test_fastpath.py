@@ -98,21 +98,12 @@ def test_mixed_schema_builds_a_frame_and_numeric_block(cancer) -> None:
 
 
 def test_vectorised_drift_bins_match_the_training_rule(cancer) -> None:
-    from service.monitoring import ModelMetrics
+    from service.monitoring import ModelMetrics, families
 
     names = [c for c in cancer.columns if c != "target"]
     card = _card(cancer, names)
-    metrics = ModelMetrics.__new__(ModelMetrics)  # layout only: no registry needed
+    metrics = ModelMetrics(families([]), "m", "v", card, monitored=30)
     refs = card.drift.features
-    width = max(len(r.ratios) for r in refs)
-    metrics._columns = np.arange(len(refs))
-    metrics._width = width
-    metrics._edges = np.full((len(refs), width - 1), np.inf)
-    for j, r in enumerate(refs):
-        metrics._edges[j, : len(r.edges)] = r.edges
-    metrics._bins = [None] * (len(refs) * width)
-    metrics._lo = np.array([f.min for f in card.features])
-    metrics._hi = np.array([f.max for f in card.features])
     rng = np.random.default_rng(0)
     values = cancer[names].to_numpy(dtype=float)
     # Real rows, rows exactly on the bin edges, and values beyond the training range.
@@ -127,6 +118,12 @@ def test_vectorised_drift_bins_match_the_training_rule(cancer) -> None:
         assert counts[j, len(r.ratios):].sum() == 0
         lo, hi = card.features[j].min, card.features[j].max
         assert outside[j] == np.count_nonzero((X[:, j] < lo) | (X[:, j] > hi))
+    # The single-row path (plain Python) agrees with the array path row by row.
+    for row in X[::7]:
+        bins, out = metrics._row_counts(row.tolist())
+        one, one_out = metrics.drift_counts(row[None, :])
+        assert sorted(bins) == np.flatnonzero(one.ravel()).tolist()
+        assert out == np.flatnonzero(one_out).tolist()
 
 
 def _fit(cancer: pd.DataFrame, ct: ColumnTransformer, head) -> tuple[Pipeline, pd.DataFrame]:
