@@ -125,9 +125,14 @@ class Predictor(ABC):
         """(n, k) class probabilities, or (n,) predicted values. ``X``: a DataFrame, or
         for all-numeric models a float array with columns in feature order."""
 
-    def enable_fast_path(self, feature_names: list[str], sample: pd.DataFrame) -> str | None:
+    def enable_fast_path(
+        self, feature_names: list[str], sample: pd.DataFrame | np.ndarray,
+        expected: np.ndarray | None = None,
+    ) -> str | None:
         """Switch to array-only code where the model allows it, if it reproduces the
-        original on ``sample`` exactly. Returns why not, or ``None`` when enabled."""
+        original on ``sample``: a DataFrame (the original path is run on it), or an
+        array in ``feature_names`` order with the original's recorded ``expected``
+        scores (which spares serving importing pandas). Returns why not, or ``None``."""
         return "not available for this model type"
 
     def _frame(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
@@ -150,6 +155,11 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and np.allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
+def _recorded(a: np.ndarray, b: np.ndarray) -> bool:
+    # Recorded outputs are stored rounded to 8 decimals.
+    return a.shape == b.shape and np.allclose(a, b, rtol=1e-7, atol=1e-7)
+
+
 class SklearnPredictor(Predictor):
     def __init__(self, estimator: Any, task: str, classes: list[Any] | None) -> None:
         super().__init__(task, classes)
@@ -170,7 +180,10 @@ class SklearnPredictor(Predictor):
             return np.asarray(self._head.predict_proba(Z), dtype=float)
         return self._reference(self._frame(X))
 
-    def enable_fast_path(self, feature_names: list[str], sample: pd.DataFrame) -> str | None:
+    def enable_fast_path(
+        self, feature_names: list[str], sample: pd.DataFrame | np.ndarray,
+        expected: np.ndarray | None = None,
+    ) -> str | None:
         from sklearn.pipeline import Pipeline
 
         self.feature_names = list(feature_names)
@@ -181,10 +194,19 @@ class SklearnPredictor(Predictor):
         head = est[1:] if len(est.steps) > 2 else est.steps[-1][1]
         if fast is None or hasattr(head, "feature_names_in_"):
             return "column layout not supported"
-        X = sample[self.feature_names].to_numpy(dtype=float)
+        if isinstance(sample, np.ndarray):
+            if expected is None:
+                raise ValueError("an array sample needs the expected scores")
+            X, reference = sample, np.asarray(expected, dtype=float)
+            close = _recorded
+        else:
+            X, reference = sample[self.feature_names].to_numpy(dtype=float), None
+            close = _same
         self._fast, self._head = fast, head
         try:
-            ok = _same(self.scores(X), self._reference(sample))
+            if reference is None:
+                reference = self._reference(sample)
+            ok = close(self.scores(X), reference)
         except Exception as exc:  # any failure means: keep the original path
             ok, why = False, f"fast path failed: {exc!r}"
         else:
@@ -213,7 +235,12 @@ class KerasPredictor(Predictor):
             return np.asarray(self._fast(X), dtype=np.float32)
         return np.asarray(self.preprocessor.transform(self._frame(X)), dtype=np.float32)
 
-    def enable_fast_path(self, feature_names: list[str], sample: pd.DataFrame) -> str | None:
+    def enable_fast_path(
+        self, feature_names: list[str], sample: pd.DataFrame | np.ndarray,
+        expected: np.ndarray | None = None,
+    ) -> str | None:
+        if isinstance(sample, np.ndarray):
+            return "needs a DataFrame sample (the preprocessor is compared, not the scores)"
         self.feature_names = list(feature_names)
         fast = compile_columns(self.preprocessor, self.feature_names)
         if fast is None:

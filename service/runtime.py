@@ -71,13 +71,24 @@ def _load(tag: str, settings: ServiceSettings) -> _Loaded:
         raise ModelLoadError(f"model {model.tag}: cannot load: {exc}") from None
     schema = Schema(card)
     if schema.all_numeric:
-        import pandas as pd  # deferred: the supervisor process imports this module too
-
-        sample = pd.DataFrame(card.sample.instances, columns=card.feature_names).astype(float)
-        why = predictor.enable_fast_path(card.feature_names, sample)
+        why = _enable_fast_path(predictor, card)
         if why:
             log.info("model %s: array fast path off (%s)", model.tag, why)
     return _Loaded(str(model.tag), card, schema, predictor)
+
+
+def _enable_fast_path(predictor: Predictor, card: ModelCard) -> str | None:
+    if card.framework == "sklearn":
+        # Checked against the recorded sample outputs: no pandas in an sklearn worker.
+        X = np.array([[row[n] for n in card.feature_names] for row in card.sample.instances],
+                     dtype=float)
+        recorded = card.sample.probabilities if card.task == "classification" else \
+            card.sample.predictions
+        return predictor.enable_fast_path(card.feature_names, X, np.asarray(recorded))
+    import pandas as pd  # Keras: its preprocessor is compared on a frame
+
+    sample = pd.DataFrame(card.sample.instances, columns=card.feature_names).astype(float)
+    return predictor.enable_fast_path(card.feature_names, sample)
 
 
 def self_test(loaded: _Loaded, tolerance: float) -> None:

@@ -181,3 +181,18 @@ def test_compile_refuses_sparse_output(cancer) -> None:
     ct = ColumnTransformer([("o", OneHotEncoder(), names)], sparse_threshold=1.0)
     ct.fit(cancer[names].round())
     assert ct.sparse_output_ and compile_columns(ct, names) is None
+
+
+def test_fast_path_checked_against_recorded_outputs(cancer) -> None:
+    names = [c for c in cancer.columns if c != "target"]
+    ct = ColumnTransformer([("n", StandardScaler(), names)])
+    pipe, X = _fit(cancer, ct, LogisticRegression(max_iter=5000))
+    sample = X.head(5).to_numpy(dtype=float)
+    recorded = pipe.predict_proba(X.head(5)).round(8)  # as training stores them
+    predictor = SklearnPredictor(pipe, "classification", [0, 1])
+    assert predictor.enable_fast_path(names, sample, recorded) is None
+    other = SklearnPredictor(pipe, "classification", [0, 1])
+    assert other.enable_fast_path(names, sample, recorded[:, ::-1]) == \
+        "fast path does not reproduce the model's output"
+    with pytest.raises(ValueError, match="expected scores"):
+        other.enable_fast_path(names, sample)
