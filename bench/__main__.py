@@ -40,8 +40,9 @@ def ensure_models() -> None:
     for recipe in DEMO_RECIPES:
         if store.production_model(recipe) is None:
             print(f"== training {recipe} (no production version yet)", flush=True)
-            subprocess.run([sys.executable, "-m", "modelport", "train", recipe, "--promote"],
-                           check=True)
+            subprocess.run(
+                [sys.executable, "-m", "modelport", "train", recipe, "--promote"], check=True
+            )
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -52,10 +53,16 @@ def run(quick: bool) -> dict[str, Any]:
         store.resolve(name)  # fails early, naming the model, if it was never trained
     keras = _has_keras()
     result: dict[str, Any] = {
-        "meta": {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": quick,
-                 "python": platform.python_version(), "cpus": os.cpu_count(),
-                 "server_cpus": plan.server_cpus, "client_cpus": plan.client_cpus,
-                 "seconds_per_point": plan.seconds, "load_generator": "wrk (pinned)"},
+        "meta": {
+            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "quick": quick,
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "server_cpus": plan.server_cpus,
+            "client_cpus": plan.client_cpus,
+            "seconds_per_point": plan.seconds,
+            "load_generator": "wrk (pinned)",
+        },
     }
     print("== model limits (in-process)", flush=True)
     models = suite.SKLEARN_MODELS + ([suite.KERAS_MODEL] if keras else [])
@@ -73,27 +80,41 @@ def run(quick: bool) -> dict[str, Any]:
         suite.post(url + "/predict", single)
         result["rss_warm"] = suite.rss_mb(pid)
         result["predict"] = suite.sweep(plan, url + "/predict", single, "modelport /predict")
-        result["infer"] = suite.sweep(plan, f"{url}/v2/models/{suite.LOAD_MODEL}/infer", infer,
-                                      "modelport OIP infer")
-        result["batch"] = suite.sweep(plan, url + "/predict", batch, "modelport /predict x1000",
-                                      (2,))
+        result["infer"] = suite.sweep(
+            plan, f"{url}/v2/models/{suite.LOAD_MODEL}/infer", infer, "modelport OIP infer"
+        )
+        result["batch"] = suite.sweep(
+            plan, url + "/predict", batch, "modelport /predict x1000", (2,)
+        )
         result["batch_infer"] = suite.sweep(
-            plan, f"{url}/v2/models/{suite.LOAD_MODEL}/infer", suite.infer_body(1000),
-            "modelport OIP infer x1000", (2,))
+            plan,
+            f"{url}/v2/models/{suite.LOAD_MODEL}/infer",
+            suite.infer_body(1000),
+            "modelport OIP infer x1000",
+            (2,),
+        )
         result["rss_loaded"] = suite.rss_mb(pid)
 
-    print("== modelport: monitoring off, and BentoML's default tracing + access log "
-          "(alternating with the default)", flush=True)
+    print(
+        "== modelport: monitoring off, and BentoML's default tracing + access log "
+        "(alternating with the default)",
+        flush=True,
+    )
     defaults = {"logging": {"access": {"enabled": True}}, "tracing": {"excluded_urls": []}}
     names = ",".join(suite.SKLEARN_MODELS)
-    with suite.modelport_server(plan, names) as (on, _, _), \
-            suite.modelport_server(plan, names, env={"MODELPORT_MONITORING": "false"}) as (
-                off, _, _), \
-            suite.modelport_server(plan, names, config=defaults) as (full, _, _):
-        variants = {"modelport /predict (same run)": on, "monitoring off /predict": off,
-                    "tracing+access log /predict": full}
-        paired = suite.alternate(plan, {k: u + "/predict" for k, u in variants.items()},
-                                 single, rounds=3)
+    with (
+        suite.modelport_server(plan, names) as (on, _, _),
+        suite.modelport_server(plan, names, env={"MODELPORT_MONITORING": "false"}) as (off, _, _),
+        suite.modelport_server(plan, names, config=defaults) as (full, _, _),
+    ):
+        variants = {
+            "modelport /predict (same run)": on,
+            "monitoring off /predict": off,
+            "tracing+access log /predict": full,
+        }
+        paired = suite.alternate(
+            plan, {k: u + "/predict" for k, u in variants.items()}, single, rounds=3
+        )
     result["paired"] = paired["modelport /predict (same run)"]
     result["monitoring_off"] = paired["monitoring off /predict"]
     result["bentoml_defaults"] = paired["tracing+access log /predict"]
@@ -121,12 +142,23 @@ def update_readme(readme: Path, table: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true",
-                        help="3 s per load point instead of 8 (about 2 minutes in all)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"),
-                        help="where latest.json and latest.md go (default: bench/results)")
-    parser.add_argument("--readme", type=Path, default=Path("README.md"),
-                        help="README whose benchmark block a full run refreshes")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 s per load point instead of 8 (about 2 minutes in all)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/results"),
+        help="where latest.json and latest.md go (default: bench/results)",
+    )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=Path("README.md"),
+        help="README whose benchmark block a full run refreshes",
+    )
     args = parser.parse_args(argv)
     from modelport import store
 

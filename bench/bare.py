@@ -48,8 +48,9 @@ async def predict(request: Request) -> Response:
     X = np.array([[row[n] for n in names] for row in body["instances"]], dtype=float)
     out = _state["predictor"].predict(X)
     payload = {"predictions": out.predictions, "probabilities": out.probabilities}
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
-                    media_type="application/json")
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+    )
 
 
 app = Starlette(routes=[Route("/predict", predict, methods=["POST"])], lifespan=lifespan)

@@ -24,8 +24,9 @@ class Batching:
     def __init__(self) -> None:
         from bench.suite import load_fast_predictor
 
-        self.predictor = load_fast_predictor(os.environ.get("MODELPORT_BENCH_MODEL",
-                                                            "breast-cancer"))
+        self.predictor = load_fast_predictor(
+            os.environ.get("MODELPORT_BENCH_MODEL", "breast-cancer")
+        )
 
     @bentoml.api(route="/plain")
     async def plain(self, rows: np.ndarray) -> np.ndarray:

@@ -76,8 +76,9 @@ def parse_wrk(output: str, connections: int, seconds: float) -> LoadResult:
     )
 
 
-def wrk(url: str, body: bytes, *, connections: int, seconds: float,
-        cpu_list: list[int]) -> LoadResult:
+def wrk(
+    url: str, body: bytes, *, connections: int, seconds: float, cpu_list: list[int]
+) -> LoadResult:
     """POST ``body`` to ``url`` with ``connections`` keep-alive clients for ``seconds``
     (whole seconds: wrk takes no fractions)."""
     if shutil.which("wrk") is None:
@@ -93,11 +94,22 @@ def wrk(url: str, body: bytes, *, connections: int, seconds: float,
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
         threads = max(1, min(len(cpu_list), connections))
-        cmd = [*pin(cpu_list), "wrk", f"-t{threads}", f"-c{connections}",
-               f"-d{max(1, round(seconds))}s", "--timeout", "10s", "--latency",
-               "-s", str(script), url]
+        cmd = [
+            *pin(cpu_list),
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): "
-                           f"{(done.stderr or done.stdout).strip()}")
+        raise RuntimeError(
+            f"wrk failed ({done.returncode}): {(done.stderr or done.stdout).strip()}"
+        )
     return parse_wrk(done.stdout, connections, seconds)

@@ -99,10 +99,14 @@ def inprocess(models: list[str], batches: tuple[int, ...], seconds: float) -> li
             rows, card = rows_for(name, batch)
             X = _matrix(rows, card.feature_names)
             calls = _rate(partial(predictor.predict, X), seconds)
-            results.append({"model": name, "batch": batch, "calls_per_s": calls,
-                            "rows_per_s": calls * batch})
-            print(f"  in-process {name:22s} batch {batch:5d}: {calls:9.0f} calls/s "
-                  f"{calls * batch:11.0f} rows/s", flush=True)
+            results.append(
+                {"model": name, "batch": batch, "calls_per_s": calls, "rows_per_s": calls * batch}
+            )
+            print(
+                f"  in-process {name:22s} batch {batch:5d}: {calls:9.0f} calls/s "
+                f"{calls * batch:11.0f} rows/s",
+                flush=True,
+            )
     return results
 
 
@@ -134,16 +138,24 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def modelport_server(plan: Plan, models: str, config: dict[str, Any] | None = None,
-                     env: dict[str, str] | None = None) -> Iterator[tuple[str, int, float]]:
+def modelport_server(
+    plan: Plan, models: str, config: dict[str, Any] | None = None, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int, float]]:
     """``bentoml serve`` with one worker on the server CPU: (url, pid, seconds from
     process start to ``/readyz`` 200)."""
     port = server.free_port()
     url = f"http://127.0.0.1:{port}"
     since = time.monotonic()
     log = Path(tempfile.mkstemp(prefix="modelport-bench-", suffix=".log")[1])
-    proc = server.start(port, models=models, workers=1, env=env, service_config=config,
-                        prefix=pin(plan.server_cpus), log=log)
+    proc = server.start(
+        port,
+        models=models,
+        workers=1,
+        env=env,
+        service_config=config,
+        prefix=pin(plan.server_cpus),
+        log=log,
+    )
     try:
         try:
             ready = server.wait_ready(url, proc, timeout=180, interval=0.05, since=since)
@@ -160,16 +172,32 @@ def bare_server(plan: Plan) -> Iterator[tuple[str, int, float]]:
     port = server.free_port()
     url = f"http://127.0.0.1:{port}"
     uvicorn = str(Path(sys.executable).with_name("uvicorn"))
-    cmd = [*pin(plan.server_cpus), uvicorn, "bench.bare:app", "--host", "127.0.0.1",
-           "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"]
+    cmd = [
+        *pin(plan.server_cpus),
+        uvicorn,
+        "bench.bare:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "MODELPORT_BENCH_MODEL": LOAD_MODEL,
-           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "MODELPORT_BENCH_MODEL": LOAD_MODEL,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
     log = Path(tempfile.mkstemp(prefix="modelport-bare-", suffix=".log")[1])
     since = time.monotonic()
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     body = single_body()
     try:
         while True:  # uvicorn has no /readyz: the first good predict is "ready"
@@ -199,20 +227,35 @@ def single_body(rows: int = 1) -> bytes:
 def infer_body(rows: int = 1) -> bytes:
     instances, card = rows_for(LOAD_MODEL, rows)
     data = _matrix(instances, card.feature_names)
-    return json.dumps({"inputs": [{"name": "input-0", "shape": list(data.shape),
-                                   "datatype": "FP64", "data": data.ravel().tolist()}]}).encode()
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": list(data.shape),
+                    "datatype": "FP64",
+                    "data": data.ravel().tolist(),
+                }
+            ]
+        }
+    ).encode()
 
 
-def sweep(plan: Plan, url: str, body: bytes, label: str,
-          concurrency: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
+def sweep(
+    plan: Plan, url: str, body: bytes, label: str, concurrency: tuple[int, ...] | None = None
+) -> list[dict[str, Any]]:
     """wrk at each concurrency level (after one warm-up run)."""
     wrk(url, body, connections=32, seconds=plan.warmup, cpu_list=plan.client_cpus)
     out = []
     for c in concurrency or plan.concurrency:
-        r: LoadResult = wrk(url, body, connections=c, seconds=plan.seconds,
-                            cpu_list=plan.client_cpus)
-        print(f"  {label:28s} c={c:<4d} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
-              f"p90 {r.p90_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}", flush=True)
+        r: LoadResult = wrk(
+            url, body, connections=c, seconds=plan.seconds, cpu_list=plan.client_cpus
+        )
+        print(
+            f"  {label:28s} c={c:<4d} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+            f"p90 {r.p90_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}",
+            flush=True,
+        )
         out.append({"label": label, **r.as_dict()})
     return out
 
@@ -223,15 +266,32 @@ def batching_server(plan: Plan, model: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     bentoml_cli = str(Path(sys.executable).with_name("bentoml"))
     root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "MODELPORT_BENCH_MODEL": model, "BENTOML_DO_NOT_TRACK": "True",
-           "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "MODELPORT_BENCH_MODEL": model,
+        "BENTOML_DO_NOT_TRACK": "True",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
     log = Path(tempfile.mkstemp(prefix="modelport-batching-", suffix=".log")[1])
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*pin(plan.server_cpus), bentoml_cli, "serve", "bench.batching_service:Batching",
-             "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+            [
+                *pin(plan.server_cpus),
+                bentoml_cli,
+                "serve",
+                "bench.batching_service:Batching",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=root,
+        )
     try:
         server.wait_ready(url, proc, timeout=180, interval=0.05)
         yield url
@@ -264,15 +324,19 @@ def keras_service(plan: Plan, artifacts: list[str]) -> list[dict[str, Any]]:
         with modelport_server(plan, KERAS_MODEL, env=env) as (url, pid, ready):
             post(url + "/predict", body)
             rss = rss_mb(pid)
-            print(f"  keras ({artifact}) cold start {ready:.2f} s, worker RSS "
-                  f"{rss['worker_mb']:.0f} MB", flush=True)
+            print(
+                f"  keras ({artifact}) cold start {ready:.2f} s, worker RSS "
+                f"{rss['worker_mb']:.0f} MB",
+                flush=True,
+            )
             for r in sweep(plan, url + "/predict", body, f"keras {artifact} /predict", (32,)):
                 out.append({**r, "artifact": artifact, "cold_start_s": ready, **rss})
     return out
 
 
-def alternate(plan: Plan, urls: dict[str, str], body: bytes,
-              rounds: int) -> dict[str, list[dict[str, Any]]]:
+def alternate(
+    plan: Plan, urls: dict[str, str], body: bytes, rounds: int
+) -> dict[str, list[dict[str, Any]]]:
     """Servers measured in turn, ``rounds`` times, at 32 clients; each keeps its
     median-throughput run. Interleaving cancels slow drifts in what else the machine
     is doing, which a before/after pair would read as a difference."""
@@ -281,13 +345,16 @@ def alternate(plan: Plan, urls: dict[str, str], body: bytes,
         wrk(url, body, connections=32, seconds=plan.warmup, cpu_list=plan.client_cpus)
     for _ in range(rounds):
         for label, url in urls.items():
-            runs[label].append(wrk(url, body, connections=32, seconds=plan.seconds,
-                                   cpu_list=plan.client_cpus))
+            runs[label].append(
+                wrk(url, body, connections=32, seconds=plan.seconds, cpu_list=plan.client_cpus)
+            )
     out = {}
     for label, results in runs.items():
         r = sorted(results, key=lambda x: x.rps)[len(results) // 2]
-        print(f"  {label:28s} c=32   {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
-              f"p99 {r.p99_ms:7.2f} ms  (median of {[round(x.rps) for x in results]})",
-              flush=True)
+        print(
+            f"  {label:28s} c=32   {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+            f"p99 {r.p99_ms:7.2f} ms  (median of {[round(x.rps) for x in results]})",
+            flush=True,
+        )
         out[label] = [{"label": label, **r.as_dict(), "runs": [x.rps for x in results]}]
     return out

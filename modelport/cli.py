@@ -83,8 +83,12 @@ def train(
             r = RECIPES[recipe]
             frame = r.load()
             X, y, resolved = validate_frame(
-                frame, r.target, source=f"recipe {r.name}", task=r.task,
-                min_rows=settings.min_rows, max_categories=settings.max_categories,
+                frame,
+                r.target,
+                source=f"recipe {r.name}",
+                task=r.task,
+                min_rows=settings.min_rows,
+                max_categories=settings.max_categories,
             )
             from training.data import Dataset
 
@@ -95,8 +99,11 @@ def train(
             if not target or not name:
                 raise _fail("--csv needs --target COLUMN and --name NAME")
             data = load_csv(
-                csv, target, task=task.value if task else None,
-                min_rows=settings.min_rows, max_categories=settings.max_categories,
+                csv,
+                target,
+                task=task.value if task else None,
+                min_rows=settings.min_rows,
+                max_categories=settings.max_categories,
             )
             fw, model_name = framework.value, name
     except DataError as exc:
@@ -106,8 +113,13 @@ def train(
         _require_tensorflow()
 
     result = run_train(
-        data, name=model_name, framework=fw, settings=settings, console=console,
-        force=force, stage="production" if promote else "staging",
+        data,
+        name=model_name,
+        framework=fw,
+        settings=settings,
+        console=console,
+        force=force,
+        stage="production" if promote else "staging",
     )
     _print_result(result)
     if not result.registered:
@@ -154,21 +166,23 @@ def _print_result(result: object) -> None:
         table.add_row(key, f"{value:.4f}")
     console.print(table)
     if ev.confusion_matrix is not None:
-        console.print(f"confusion matrix (rows actual, cols predicted, classes "
-                      f"{result.card.classes}): {ev.confusion_matrix}")
+        console.print(
+            f"confusion matrix (rows actual, cols predicted, classes "
+            f"{result.card.classes}): {ev.confusion_matrix}"
+        )
     style = "bold yellow" if ev.overfit else "green"
     console.print(
         f"[{style}]{ev.score_name}: train {ev.train_score:.4f}  validation "
         f"{ev.validation_score:.4f}  gap {ev.overfit_gap:+.4f}"
-        + ("  OVER-FITTED" if ev.overfit else "") + "[/]"
+        + ("  OVER-FITTED" if ev.overfit else "")
+        + "[/]"
     )
     for failure in result.gate.failures:
         console.print(f"[bold red]gate:[/] {failure}")
     for note in result.gate.notes:
         console.print(f"gate: {note}")
     if result.registered and result.gate.failures:
-        console.print("[bold yellow]WARNING: quality gate failed; registered because of "
-                      "--force[/]")
+        console.print("[bold yellow]WARNING: quality gate failed; registered because of --force[/]")
     console.print(f"report: {result.report}")
 
 
@@ -191,15 +205,23 @@ def list_models(
     for m in models:
         try:
             card = store.card_of(m)
-            keys = ("accuracy", "roc_auc", "f1") if card.task == "classification" else (
-                "r2", "rmse", "mae")
+            keys = (
+                ("accuracy", "roc_auc", "f1")
+                if card.task == "classification"
+                else ("r2", "rmse", "mae")
+            )
             metrics = "  ".join(f"{k} {card.evaluation.test[k]:.3f}" for k in keys)
         except store.StoreError:
             metrics = "(not a modelport model)"
         labels = m.info.labels
-        table.add_row(str(m.tag), labels.get("framework", "?"), labels.get("task", "?"),
-                      labels.get("stage", "-"), metrics,
-                      m.info.creation_time.strftime("%Y-%m-%d %H:%M"))
+        table.add_row(
+            str(m.tag),
+            labels.get("framework", "?"),
+            labels.get("task", "?"),
+            labels.get("stage", "-"),
+            metrics,
+            m.info.creation_time.strftime("%Y-%m-%d %H:%M"),
+        )
     out.print(table)
 
 
@@ -231,8 +253,11 @@ def config() -> None:
         table.add_column("description")
         current = cls()
         for field_name, field in cls.model_fields.items():
-            table.add_row(f"{ENV_PREFIX}{field_name.upper()}",
-                          str(getattr(current, field_name)), field.description or "")
+            table.add_row(
+                f"{ENV_PREFIX}{field_name.upper()}",
+                str(getattr(current, field_name)),
+                field.description or "",
+            )
         out.print(table)
 
 
@@ -276,17 +301,22 @@ def build(
     ] = False,
     backend: Annotated[
         Optional[BackendOpt],  # noqa: UP045
-        typer.Option(help="Image builder (default: docker if its daemon answers, else podman, "
-                     "else buildah)."),
+        typer.Option(
+            help="Image builder (default: docker if its daemon answers, else podman, else buildah)."
+        ),
     ] = None,
     pull: Annotated[
-        bool, typer.Option(help="Let the builder pull the base image; --no-pull uses only "
-                           "local images (CI: hack/build-base-image.sh provides the base).")
+        bool,
+        typer.Option(
+            help="Let the builder pull the base image; --no-pull uses only "
+            "local images (CI: hack/build-base-image.sh provides the base)."
+        ),
     ] = True,
     image_tag: Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Option("--image-tag",
-                     help="Extra tag for the image (repeatable), e.g. modelport:latest."),
+        typer.Option(
+            "--image-tag", help="Extra tag for the image (repeatable), e.g. modelport:latest."
+        ),
     ] = None,
 ) -> None:
     """Build the bento (service + exact model versions) and print its tag; with --image,
@@ -300,12 +330,14 @@ def build(
         raise _fail(f"{exc} (train it first: modelport train ...)") from None
     out.print(tag)
     if image:
-        _build_image(tag, project.resolve(), backend.value if backend else None, pull,
-                     image_tag or [])
+        _build_image(
+            tag, project.resolve(), backend.value if backend else None, pull, image_tag or []
+        )
 
 
-def _build_image(bento_tag: str, project: Path, backend: str | None, pull: bool,
-                 extra_tags: list[str]) -> None:
+def _build_image(
+    bento_tag: str, project: Path, backend: str | None, pull: bool, extra_tags: list[str]
+) -> None:
     from modelport import image
 
     def show(line: str) -> None:
@@ -318,13 +350,21 @@ def _build_image(bento_tag: str, project: Path, backend: str | None, pull: bool,
             if not image.image_exists(base, chosen):
                 raise image.ImageError(
                     f"base image {base} is not in local storage and --no-pull forbids "
-                    f"pulling it: build the stand-in with `hack/build-base-image.sh {base}`")
-        built = image.build(bento_tag, project=project, backend=backend, pull=pull,
-                            extra_tags=extra_tags, on_line=show)
+                    f"pulling it: build the stand-in with `hack/build-base-image.sh {base}`"
+                )
+        built = image.build(
+            bento_tag,
+            project=project,
+            backend=backend,
+            pull=pull,
+            extra_tags=extra_tags,
+            on_line=show,
+        )
     except image.ImageError as exc:
         raise _fail(str(exc), 1) from None
-    console.print(f"built {built.tag} with {built.backend} in {built.seconds:.0f}s, "
-                  f"{built.size / 1e6:.0f} MB")
+    console.print(
+        f"built {built.tag} with {built.backend} in {built.seconds:.0f}s, {built.size / 1e6:.0f} MB"
+    )
     out.print(built.tag)
 
 
@@ -352,13 +392,15 @@ def demo(
     for recipe in DEMO_RECIPES:
         if retrain or store.production_model(recipe) is None:
             console.rule(f"training {recipe}")
-            code = subprocess.call([sys.executable, "-m", "modelport", "train", recipe,
-                                    "--promote"])
+            code = subprocess.call(
+                [sys.executable, "-m", "modelport", "train", recipe, "--promote"]
+            )
             if code != 0:
                 raise _fail(f"training {recipe} failed (exit {code})", code)
         else:
-            console.print(f"{recipe}: using production version "
-                          f"{store.production_model(recipe).tag}")  # type: ignore[union-attr]
+            production = store.production_model(recipe)
+            assert production is not None
+            console.print(f"{recipe}: using production version {production.tag}")
     port = port or server.free_port()
     url = f"http://127.0.0.1:{port}"
     log = Path(tempfile.gettempdir()) / f"modelport-demo-{port}.log"
@@ -372,21 +414,30 @@ def demo(
         first = None
         for entry in listed:
             body = json.dumps(entry["sample"]).encode()
-            req = urllib.request.Request(f"{url}/predict", data=body,
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                f"{url}/predict", data=body, headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(req) as resp:
                 answer = json.load(resp)
-            out.print(f"[bold]{entry['name']}[/] {entry['version']}: "
-                      f"predictions={answer['predictions']} "
-                      + (f"probabilities={answer['probabilities']}"
-                         if answer.get("probabilities") else ""))
+            out.print(
+                f"[bold]{entry['name']}[/] {entry['version']}: "
+                f"predictions={answer['predictions']} "
+                + (
+                    f"probabilities={answer['probabilities']}"
+                    if answer.get("probabilities")
+                    else ""
+                )
+            )
             first = first or (entry, body)
         if first:
             out.print("\nTry it:", style="bold")
-            out.print(f"curl -s -X POST {url}/predict -H 'Content-Type: application/json' "
-                      f"-d '{first[1].decode()}'", soft_wrap=True, highlight=False)
-        out.print(f"Metrics: {url}/metrics   Models: {url}/models   Docs: {url}/",
-                  highlight=False)
+            out.print(
+                f"curl -s -X POST {url}/predict -H 'Content-Type: application/json' "
+                f"-d '{first[1].decode()}'",
+                soft_wrap=True,
+                highlight=False,
+            )
+        out.print(f"Metrics: {url}/metrics   Models: {url}/models   Docs: {url}/", highlight=False)
         if once:
             return
         out.print("Serving; Ctrl-C stops.")

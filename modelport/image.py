@@ -279,8 +279,14 @@ def cpu_quantity(value: str | float) -> float:
 
 
 _MEMORY_UNITS = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
 }
 
 
@@ -379,12 +385,20 @@ def image_size(image: str, backend: str) -> int:
     """Uncompressed size in bytes, as the backend reports it."""
     if backend == "buildah" and not shutil.which("podman"):
         # buildah reports only a rounded, human-readable size.
-        out = subprocess.run(["buildah", "images", "--format", "{{.Size}}", image],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["buildah", "images", "--format", "{{.Size}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return human_size(out.stdout.splitlines()[0])
     tool = "docker" if backend == "docker" else "podman"
-    out = subprocess.run([tool, "image", "inspect", "--format", "{{.Size}}", image],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [tool, "image", "inspect", "--format", "{{.Size}}", image],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(out.stdout.strip())
 
 
@@ -449,13 +463,15 @@ def build(
     tag = image_tag(bento_tag)
     bentoml_cli = str(Path(sys.executable).with_name("bentoml"))
     home = write_build_home(project / ".tools" / "image-build" / "root")
-    cmd = containerize_command(bento_tag, [tag, *extra_tags], chosen, bentoml=bentoml_cli,
-                               pull=pull, build_home=home)
+    cmd = containerize_command(
+        bento_tag, [tag, *extra_tags], chosen, bentoml=bentoml_cli, pull=pull, build_home=home
+    )
     env = build_env(chosen, os.environ if environ is None else environ)
     on_line(f"building {tag} from bento {bento_tag} with {chosen}: {' '.join(cmd[1:])}")
     start = time.monotonic()
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, errors="replace") as proc:
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as proc:
         assert proc.stdout is not None
         tail: list[str] = []
         for line in proc.stdout:
@@ -464,8 +480,7 @@ def build(
     seconds = time.monotonic() - start
     # bentoml logs a failed build and may still exit 0: trust only the image store.
     if proc.returncode != 0 or not image_exists(tag, chosen):
-        raise ImageError(f"bentoml containerize failed (exit {proc.returncode}):\n"
-                         + "".join(tail))
+        raise ImageError(f"bentoml containerize failed (exit {proc.returncode}):\n" + "".join(tail))
     return Built(tag, chosen, seconds, image_size(tag, chosen))
 
 

@@ -126,7 +126,9 @@ class Predictor(ABC):
         for all-numeric models a float array with columns in feature order."""
 
     def enable_fast_path(
-        self, feature_names: list[str], sample: pd.DataFrame | np.ndarray,
+        self,
+        feature_names: list[str],
+        sample: pd.DataFrame | np.ndarray,
         expected: np.ndarray | None = None,
     ) -> str | None:
         """Switch to array-only code where the model allows it, if it reproduces the
@@ -181,7 +183,9 @@ class SklearnPredictor(Predictor):
         return self._reference(self._frame(X))
 
     def enable_fast_path(
-        self, feature_names: list[str], sample: pd.DataFrame | np.ndarray,
+        self,
+        feature_names: list[str],
+        sample: pd.DataFrame | np.ndarray,
         expected: np.ndarray | None = None,
     ) -> str | None:
         from sklearn.pipeline import Pipeline
@@ -236,7 +240,9 @@ class KerasPredictor(Predictor):
         return np.asarray(self.preprocessor.transform(self._frame(X)), dtype=np.float32)
 
     def enable_fast_path(
-        self, feature_names: list[str], sample: pd.DataFrame | np.ndarray,
+        self,
+        feature_names: list[str],
+        sample: pd.DataFrame | np.ndarray,
         expected: np.ndarray | None = None,
     ) -> str | None:
         if isinstance(sample, np.ndarray):
@@ -323,7 +329,10 @@ def load_keras_artifact(model_dir: Path, artifact: str) -> Any:
 
 
 def load_predictor(
-    model_dir: Path, framework: str, task: str, classes: list[Any] | None,
+    model_dir: Path,
+    framework: str,
+    task: str,
+    classes: list[Any] | None,
     artifact: str = "keras",
 ) -> Predictor:
     """Load the saved artifacts of a model directory (TensorFlow only for Keras)."""

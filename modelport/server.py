@@ -50,8 +50,16 @@ def start(
     bentoml_cli = Path(sys.executable).with_name("bentoml")
     out = log.open("wb") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        [*(prefix or []), str(bentoml_cli), "serve", SERVICE, "--host", "127.0.0.1",
-         "--port", str(port)],
+        [
+            *(prefix or []),
+            str(bentoml_cli),
+            "serve",
+            SERVICE,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         env=child_env,
         stdout=out,
         stderr=subprocess.STDOUT,

@@ -64,8 +64,12 @@ def keras_artifact(card: ModelCard, wanted: str) -> str:
     if wanted == "auto":
         return next((k for k in ("tflite", "saved_model") if card.artifact(k)), "keras")
     if wanted != "keras" and card.artifact(wanted) is None:
-        known = ", ".join(f"{a.kind} ({'accepted' if a.accepted else a.reason})"
-                          for a in card.artifacts) or "none"
+        known = (
+            ", ".join(
+                f"{a.kind} ({'accepted' if a.accepted else a.reason})" for a in card.artifacts
+            )
+            or "none"
+        )
         raise StoreError(f"no accepted {wanted!r} artifact; this model has: {known}")
     return wanted
 

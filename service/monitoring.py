@@ -23,8 +23,24 @@ M = ["model_name", "model_version"]
 ENDPOINTS = ("predict", "infer", "feedback")
 UNKNOWN_MODEL = "_unknown"
 
-_LATENCY = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-            0.5, 1.0, 2.5, 5.0, 10.0)
+_LATENCY = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
 
@@ -32,42 +48,74 @@ class Registry:
     """All modelport metric families; created once per process (see :func:`families`)."""
 
     def __init__(self, prediction_buckets: list[float]) -> None:
-        self.info = Gauge("modelport_model_info", "Served model (value 1) with framework and task.",
-                          [*M, "framework", "task"], multiprocess_mode="max")
-        self.test_metric = Gauge("modelport_model_test_metric",
-                                 "Held-out test metric recorded at training.", [*M, "metric"],
-                                 multiprocess_mode="max")
-        self.requests = Counter("modelport_requests", "Requests by model, endpoint, status code.",
-                                [*M, "endpoint", "code"])
-        self.request_seconds = Histogram("modelport_request_duration_seconds",
-                                         "Time in the request handler.", [*M, "endpoint"],
-                                         buckets=_LATENCY)
-        self.inference_seconds = Histogram("modelport_inference_duration_seconds",
-                                           "Time in the model call alone.", M, buckets=_LATENCY)
-        self.batch_size = Histogram("modelport_batch_size", "Rows per model call.", M,
-                                    buckets=_BATCH)
-        self.predictions = Counter("modelport_predictions", "Predictions by class.",
-                                   [*M, "class"])
-        self.prediction_value = Histogram("modelport_prediction_value",
-                                          "Predicted values (regressors).", M,
-                                          buckets=prediction_buckets or (0.0,))
-        self.drift_bin = Counter("modelport_drift_bin",
-                                 "Live values per training-quantile bin.", [*M, "feature", "bin"])
-        self.drift_reference = Gauge("modelport_drift_reference_ratio",
-                                     "Training share of each drift bin.", [*M, "feature", "bin"],
-                                     multiprocess_mode="max")
-        self.out_of_range = Counter("modelport_drift_out_of_range",
-                                    "Values outside the training range or categories.",
-                                    [*M, "feature"])
-        self.missing = Counter("modelport_missing_values", "Missing (absent or null) values.",
-                               [*M, "feature"])
-        self.feedback = Counter("modelport_feedback", "Feedback pairs (classifiers).",
-                                [*M, "predicted", "actual", "correct"])
+        self.info = Gauge(
+            "modelport_model_info",
+            "Served model (value 1) with framework and task.",
+            [*M, "framework", "task"],
+            multiprocess_mode="max",
+        )
+        self.test_metric = Gauge(
+            "modelport_model_test_metric",
+            "Held-out test metric recorded at training.",
+            [*M, "metric"],
+            multiprocess_mode="max",
+        )
+        self.requests = Counter(
+            "modelport_requests",
+            "Requests by model, endpoint, status code.",
+            [*M, "endpoint", "code"],
+        )
+        self.request_seconds = Histogram(
+            "modelport_request_duration_seconds",
+            "Time in the request handler.",
+            [*M, "endpoint"],
+            buckets=_LATENCY,
+        )
+        self.inference_seconds = Histogram(
+            "modelport_inference_duration_seconds",
+            "Time in the model call alone.",
+            M,
+            buckets=_LATENCY,
+        )
+        self.batch_size = Histogram(
+            "modelport_batch_size", "Rows per model call.", M, buckets=_BATCH
+        )
+        self.predictions = Counter("modelport_predictions", "Predictions by class.", [*M, "class"])
+        self.prediction_value = Histogram(
+            "modelport_prediction_value",
+            "Predicted values (regressors).",
+            M,
+            buckets=prediction_buckets or (0.0,),
+        )
+        self.drift_bin = Counter(
+            "modelport_drift_bin", "Live values per training-quantile bin.", [*M, "feature", "bin"]
+        )
+        self.drift_reference = Gauge(
+            "modelport_drift_reference_ratio",
+            "Training share of each drift bin.",
+            [*M, "feature", "bin"],
+            multiprocess_mode="max",
+        )
+        self.out_of_range = Counter(
+            "modelport_drift_out_of_range",
+            "Values outside the training range or categories.",
+            [*M, "feature"],
+        )
+        self.missing = Counter(
+            "modelport_missing_values", "Missing (absent or null) values.", [*M, "feature"]
+        )
+        self.feedback = Counter(
+            "modelport_feedback",
+            "Feedback pairs (classifiers).",
+            [*M, "predicted", "actual", "correct"],
+        )
         self.feedback_n = Counter("modelport_feedback_observations", "Feedback items.", M)
-        self.feedback_abs = Counter("modelport_feedback_absolute_error",
-                                    "Sum of |prediction - label| (regressors).", M)
-        self.feedback_sq = Counter("modelport_feedback_squared_error",
-                                   "Sum of (prediction - label)^2 (regressors).", M)
+        self.feedback_abs = Counter(
+            "modelport_feedback_absolute_error", "Sum of |prediction - label| (regressors).", M
+        )
+        self.feedback_sq = Counter(
+            "modelport_feedback_squared_error", "Sum of (prediction - label)^2 (regressors).", M
+        )
 
 
 _REGISTRY: Registry | None = None
@@ -103,8 +151,7 @@ class ModelMetrics:
             r.test_metric.labels(*lv, metric).set(value)
         specs = {f.name: f for f in self.card.features}
         numeric = [f.name for f in self.card.features if f.kind == "numeric"]
-        refs = [ref for ref in self.card.drift.features[: self.monitored]
-                if ref.feature in numeric]
+        refs = [ref for ref in self.card.drift.features[: self.monitored] if ref.feature in numeric]
         width = max((len(ref.ratios) for ref in refs), default=1)
         # Column of each monitored feature in Batch.numeric; its edges padded with +inf
         # (no value lies above +inf, so padding never moves a value's bin).
@@ -128,12 +175,14 @@ class ModelMetrics:
         # 1 x 30 array cost more than a loop of bisects.
         self._row_layout = [
             (int(col), list(ref.edges), j * width, float(lo), float(hi))
-            for j, (col, ref, lo, hi) in enumerate(zip(self._columns, refs, self._lo,
-                                                       self._hi, strict=True))
+            for j, (col, ref, lo, hi) in enumerate(
+                zip(self._columns, refs, self._lo, self._hi, strict=True)
+            )
         ]
         self._outside = [r.out_of_range.labels(*lv, ref.feature) for ref in refs]
-        self._categorical = [f for f in self.card.features
-                             if f.kind == "categorical" and f.categories is not None]
+        self._categorical = [
+            f for f in self.card.features if f.kind == "categorical" and f.categories is not None
+        ]
         for cls in self.card.classes or []:
             self._classes[str(cls)] = r.predictions.labels(*lv, str(cls))
         self.inference = r.inference_seconds.labels(*lv)
@@ -146,7 +195,8 @@ class ModelMetrics:
         child = self._requests.get(key)
         if child is None:
             child = self._requests[key] = self.reg.requests.labels(
-                self.name, self.version, endpoint, str(code))
+                self.name, self.version, endpoint, str(code)
+            )
         child.inc()
         if seconds is not None and self.enabled:
             self.latency[endpoint].observe(seconds)

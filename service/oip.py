@@ -27,8 +27,19 @@ from service.validation import Batch, InputError, Schema, batch_from_columns, ch
 
 log = logging.getLogger("modelport")
 
-_NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
-            "UINT8", "UINT16", "UINT32", "UINT64"}
+_NUMERIC = {
+    "FP16",
+    "FP32",
+    "FP64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+}
 
 
 class FastJSON(Response):
@@ -50,8 +61,10 @@ def _service() -> Any:
 
 
 def _shape_rows(shape: Any, where: str) -> list[int]:
-    if not isinstance(shape, list) or not shape or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise InputError(f"{where}.shape: expected a list of non-negative integers, got {shape!r}")
     return shape
@@ -87,23 +100,30 @@ def parse_infer(body: Any, schema: Schema, max_rows: int) -> Batch:
     if len(inputs) == 1 and inputs[0]["name"] not in names:
         tensor, where = inputs[0], "inputs[0]"
         if any(f.kind != "numeric" for f in card.features):
-            raise InputError(f"{where}: this model has categorical features; send one named "
-                             f"input per feature")
+            raise InputError(
+                f"{where}: this model has categorical features; send one named input per feature"
+            )
         if tensor["datatype"] not in _NUMERIC:
-            raise InputError(f"{where}.datatype: {tensor['datatype']!r} is not a numeric type "
-                             f"(FP32, FP64, INT64, ...)")
+            raise InputError(
+                f"{where}.datatype: {tensor['datatype']!r} is not a numeric type "
+                f"(FP32, FP64, INT64, ...)"
+            )
         shape = _shape_rows(tensor["shape"], where)
         if len(shape) != 2 or shape[1] != len(names):
-            raise InputError(f"{where}.shape: expected [n, {len(names)}] "
-                             f"(n rows of {len(names)} features), got {shape}")
+            raise InputError(
+                f"{where}.shape: expected [n, {len(names)}] "
+                f"(n rows of {len(names)} features), got {shape}"
+            )
         check_batch_size(shape[0], max_rows, f"{where}.shape[0]")
         return Batch(_numbers(tensor["data"], shape[0] * shape[1], where).reshape(shape))
 
     given = {t["name"]: (i, t) for i, t in enumerate(inputs)}
     unknown = [n for n in given if n not in names]
     if unknown:
-        raise InputError(f"inputs: unknown input(s) {unknown[:5]}; expected one per feature: "
-                         f"{names[:5]}{' ...' if len(names) > 5 else ''}")
+        raise InputError(
+            f"inputs: unknown input(s) {unknown[:5]}; expected one per feature: "
+            f"{names[:5]}{' ...' if len(names) > 5 else ''}"
+        )
     absent = [n for n in names if n not in given]
     if absent:
         raise InputError(f"inputs: missing input(s) for feature(s) {absent[:5]}", missing=absent)
@@ -122,8 +142,10 @@ def parse_infer(body: Any, schema: Schema, max_rows: int) -> Batch:
             raise InputError(f"{where}.shape: {shape[0]} rows, other inputs have {rows}")
         if spec.kind == "numeric":
             if tensor["datatype"] not in _NUMERIC:
-                raise InputError(f"{where}.datatype: numeric feature needs a numeric type, got "
-                                 f"{tensor['datatype']!r}")
+                raise InputError(
+                    f"{where}.datatype: numeric feature needs a numeric type, got "
+                    f"{tensor['datatype']!r}"
+                )
             columns[spec.name] = _numbers(tensor["data"], shape[0], where)
         else:
             data = tensor["data"]
@@ -136,20 +158,31 @@ def parse_infer(body: Any, schema: Schema, max_rows: int) -> Batch:
 def _outputs(served: Any, out: Any, wanted: Any) -> list[dict[str, Any]]:
     n = len(out.predictions)
     if served.card.task == "regression":
-        tensors = [{"name": "predict", "shape": [n], "datatype": "FP64",
-                    "data": out.predictions}]
+        tensors = [{"name": "predict", "shape": [n], "datatype": "FP64", "data": out.predictions}]
     else:
         ints = all(isinstance(c, int) for c in served.card.classes)
-        tensors = [{"name": "predict", "shape": [n], "datatype": "INT64" if ints else "BYTES",
-                    "data": out.predictions if ints else [str(p) for p in out.predictions]},
-                   {"name": "probabilities", "shape": list(out.probabilities.shape),
-                    "datatype": "FP64", "data": out.probabilities.reshape(-1).tolist()}]
+        tensors = [
+            {
+                "name": "predict",
+                "shape": [n],
+                "datatype": "INT64" if ints else "BYTES",
+                "data": out.predictions if ints else [str(p) for p in out.predictions],
+            },
+            {
+                "name": "probabilities",
+                "shape": list(out.probabilities.shape),
+                "datatype": "FP64",
+                "data": out.probabilities.reshape(-1).tolist(),
+            },
+        ]
     if isinstance(wanted, list) and wanted:
         names = {w.get("name") for w in wanted if isinstance(w, dict)}
         unknown = names - {t["name"] for t in tensors}
         if unknown:
-            raise InputError(f"outputs: unknown output(s) {sorted(map(str, unknown))}; "
-                             f"available: {[t['name'] for t in tensors]}")
+            raise InputError(
+                f"outputs: unknown output(s) {sorted(map(str, unknown))}; "
+                f"available: {[t['name'] for t in tensors]}"
+            )
         tensors = [t for t in tensors if t["name"] in names]
     return tensors
 
@@ -172,12 +205,18 @@ def _model(request: Request) -> Any:
     name = request.path_params["name"]
     served = svc.models.models.get(name)
     if served is None:
-        raise InputError(f"model {name!r} is not served here; served models: "
-                         f"{', '.join(sorted(svc.models.models))}", status=404)
+        raise InputError(
+            f"model {name!r} is not served here; served models: "
+            f"{', '.join(sorted(svc.models.models))}",
+            status=404,
+        )
     version = request.path_params.get("version")
     if version is not None and version != served.version:
-        raise InputError(f"model {name!r} version {version!r} is not served here; "
-                         f"served version: {served.version}", status=404)
+        raise InputError(
+            f"model {name!r} version {version!r} is not served here; "
+            f"served version: {served.version}",
+            status=404,
+        )
     return served
 
 
@@ -187,16 +226,30 @@ async def model_metadata(request: Request) -> Response:
     except InputError as exc:
         return _error(exc.status, exc.message)
     card = served.card
-    inputs = [{"name": f.name, "datatype": "FP64" if f.kind == "numeric" else "BYTES",
-               "shape": [-1, 1]} for f in card.features]
-    outputs = [{"name": "predict", "datatype": "FP64" if card.task == "regression" else
-                "INT64", "shape": [-1]}]
+    inputs = [
+        {"name": f.name, "datatype": "FP64" if f.kind == "numeric" else "BYTES", "shape": [-1, 1]}
+        for f in card.features
+    ]
+    outputs = [
+        {
+            "name": "predict",
+            "datatype": "FP64" if card.task == "regression" else "INT64",
+            "shape": [-1],
+        }
+    ]
     if card.task == "classification":
-        outputs.append({"name": "probabilities", "datatype": "FP64",
-                        "shape": [-1, len(card.classes or [])]})
-    return JSONResponse({"name": served.name, "versions": [served.version],
-                         "platform": "sklearn" if card.framework == "sklearn" else "tensorflow",
-                         "inputs": inputs, "outputs": outputs})
+        outputs.append(
+            {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(card.classes or [])]}
+        )
+    return JSONResponse(
+        {
+            "name": served.name,
+            "versions": [served.version],
+            "platform": "sklearn" if card.framework == "sklearn" else "tensorflow",
+            "inputs": inputs,
+            "outputs": outputs,
+        }
+    )
 
 
 async def model_ready(request: Request) -> Response:
@@ -241,8 +294,11 @@ async def infer(request: Request) -> Response:
         served.metrics.request("infer", 500)
         return _error(500, "internal error; see the server log")
     served.metrics.request("infer", 200, time.perf_counter() - start)
-    payload: dict[str, Any] = {"model_name": served.name, "model_version": served.version,
-                               "outputs": outputs}
+    payload: dict[str, Any] = {
+        "model_name": served.name,
+        "model_version": served.version,
+        "outputs": outputs,
+    }
     if isinstance(body.get("id"), str):
         payload["id"] = body["id"]
     return FastJSON(payload)
@@ -250,8 +306,7 @@ async def infer(request: Request) -> Response:
 
 async def list_models(_: Request) -> Response:
     svc = _service()
-    return JSONResponse({"models": svc.models.describe(),
-                         "failed": svc.models.failures})
+    return JSONResponse({"models": svc.models.describe(), "failed": svc.models.failures})
 
 
 async def predict(request: Request) -> Response:
@@ -273,20 +328,22 @@ async def predict(request: Request) -> Response:
 
 # One app mounted at "/": BentoML's PassiveMount only claims paths that one of these
 # routes matches, so /readyz, /metrics and the @bentoml.api routes stay BentoML's.
-app = Starlette(routes=[
-    Route("/models", list_models),
-    Route("/predict", predict, methods=["POST"]),
-    Route("/models/{name}/predict", predict, methods=["POST"]),
-    Route("/v2", server_metadata),
-    Route("/v2/health/live", live),
-    Route("/v2/health/ready", ready),
-    Route("/v2/models/{name}", model_metadata),
-    Route("/v2/models/{name}/ready", model_ready),
-    Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-    Route("/v2/models/{name}/versions/{version}", model_metadata),
-    Route("/v2/models/{name}/versions/{version}/ready", model_ready),
-    Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
-])
+app = Starlette(
+    routes=[
+        Route("/models", list_models),
+        Route("/predict", predict, methods=["POST"]),
+        Route("/models/{name}/predict", predict, methods=["POST"]),
+        Route("/v2", server_metadata),
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2/models/{name}", model_metadata),
+        Route("/v2/models/{name}/ready", model_ready),
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", model_metadata),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+    ]
+)
 
 
 class BodyLimit:
@@ -326,6 +383,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = _error(413, f"body: request body exceeds {self.limit} bytes "
-                               f"(MODELPORT_MAX_BODY_BYTES)")
+        response = _error(
+            413, f"body: request body exceeds {self.limit} bytes (MODELPORT_MAX_BODY_BYTES)"
+        )
         await response(scope, receive, send)

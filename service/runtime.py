@@ -80,10 +80,12 @@ def _load(tag: str, settings: ServiceSettings) -> _Loaded:
 def _enable_fast_path(predictor: Predictor, card: ModelCard) -> str | None:
     if card.framework == "sklearn":
         # Checked against the recorded sample outputs: no pandas in an sklearn worker.
-        X = np.array([[row[n] for n in card.feature_names] for row in card.sample.instances],
-                     dtype=float)
-        recorded = card.sample.probabilities if card.task == "classification" else \
-            card.sample.predictions
+        X = np.array(
+            [[row[n] for n in card.feature_names] for row in card.sample.instances], dtype=float
+        )
+        recorded = (
+            card.sample.probabilities if card.task == "classification" else card.sample.predictions
+        )
         return predictor.enable_fast_path(card.feature_names, X, np.asarray(recorded))
     import pandas as pd  # Keras: its preprocessor is compared on a frame
 
@@ -94,8 +96,9 @@ def _enable_fast_path(predictor: Predictor, card: ModelCard) -> str | None:
 def self_test(loaded: _Loaded, tolerance: float) -> None:
     """Reproduce the recorded sample output, or raise."""
     card = loaded.card
-    batch = parse_instances(card.sample.instances, loaded.schema,
-                            max_rows=len(card.sample.instances))
+    batch = parse_instances(
+        card.sample.instances, loaded.schema, max_rows=len(card.sample.instances)
+    )
     out = loaded.predictor.predict(batch.model_input)
     artifact = card.artifact(loaded.predictor.artifact)
     # An optimised artifact reproduces its own recorded outputs, not the original's.
@@ -149,15 +152,28 @@ class ModelSet:
         result.registry = families(prediction_buckets([i.card for i in loaded]))
         for item in loaded:
             name, version = item.tag.split(":", 1)
-            metrics = ModelMetrics(result.registry, name, version, item.card,
-                                   settings.monitored_features, settings.monitoring)
-            result.models[name] = ServedModel(name, version, item.card, item.schema,
-                                              item.predictor, metrics)
-            log.info("serving %s (%s %s, %s)", item.tag, item.card.framework, item.card.task,
-                     item.predictor.artifact)
+            metrics = ModelMetrics(
+                result.registry,
+                name,
+                version,
+                item.card,
+                settings.monitored_features,
+                settings.monitoring,
+            )
+            result.models[name] = ServedModel(
+                name, version, item.card, item.schema, item.predictor, metrics
+            )
+            log.info(
+                "serving %s (%s %s, %s)",
+                item.tag,
+                item.card.framework,
+                item.card.task,
+                item.predictor.artifact,
+            )
         if settings.monitoring and settings.drift_flush_seconds > 0 and result.models:
-            result.flusher = Flusher([m.metrics for m in result.models.values()],
-                                     settings.drift_flush_seconds).start()
+            result.flusher = Flusher(
+                [m.metrics for m in result.models.values()], settings.drift_flush_seconds
+            ).start()
         return result
 
     @property

@@ -113,8 +113,12 @@ class ModelPort:
             served.metrics.request("predict", 500)
             return 500, {"error": "internal error; see the server log"}
         served.metrics.request("predict", 200, time.perf_counter() - start)
-        return 200, {"model_name": served.name, "model_version": served.version,
-                     "predictions": out.predictions, "probabilities": out.probabilities}
+        return 200, {
+            "model_name": served.name,
+            "model_version": served.version,
+            "predictions": out.predictions,
+            "probabilities": out.probabilities,
+        }
 
     @bentoml.api(route="/feedback")
     async def feedback(
@@ -142,8 +146,7 @@ class ModelPort:
             return cast(FeedbackResponse, error(exc.status, exc.message))
         served.metrics.observe_feedback(pairs, version)
         served.metrics.request("feedback", 200, time.perf_counter() - start)
-        return FeedbackResponse(model_name=served.name, model_version=version,
-                                accepted=len(pairs))
+        return FeedbackResponse(model_name=served.name, model_version=version, accepted=len(pairs))
 
     @staticmethod
     def _pair(served: ServedModel, i: int, item: FeedbackItem) -> tuple[Any, Any]:

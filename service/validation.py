@@ -172,8 +172,11 @@ def parse_instances(instances: Any, schema: Schema, max_rows: int) -> Batch:
 
 def batch_from_columns(columns: dict[str, Any], schema: Schema) -> Batch:
     """Validated columns (one per feature) -> a :class:`Batch`."""
-    numeric = np.column_stack([np.asarray(columns[n], dtype=float) for n in schema.numeric]) \
-        if schema.numeric else np.empty((len(columns[schema.names[0]]), 0))
+    numeric = (
+        np.column_stack([np.asarray(columns[n], dtype=float) for n in schema.numeric])
+        if schema.numeric
+        else np.empty((len(columns[schema.names[0]]), 0))
+    )
     if schema.all_numeric:
         return Batch(numeric)
     data = {

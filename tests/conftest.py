@@ -51,12 +51,18 @@ def trained(settings) -> dict[str, object]:  # type: ignore[no-untyped-def]
     console = Console(quiet=True)
     for name, recipe in RECIPES.items():
         frame = recipe.load()
-        X, y, task = validate_frame(frame, recipe.target, source=name, task=recipe.task,
-                                    min_rows=settings.min_rows,
-                                    max_categories=settings.max_categories)
+        X, y, task = validate_frame(
+            frame,
+            recipe.target,
+            source=name,
+            task=recipe.task,
+            min_rows=settings.min_rows,
+            max_categories=settings.max_categories,
+        )
         data = Dataset(X, y, task, name, frame_sha256(frame))
-        result = train(data, name=name, framework=recipe.framework, settings=settings,
-                       console=console)
+        result = train(
+            data, name=name, framework=recipe.framework, settings=settings, console=console
+        )
         assert result.registered, result.gate.failures
         store.promote(result.tag)
         results[name] = result

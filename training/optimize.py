@@ -51,17 +51,32 @@ def export(predictor: KerasPredictor, workdir: Path) -> dict[str, Path]:
 
 
 def judge(
-    kind: str, path: Path, score: float, base: float, metric: str, tolerance: float,
+    kind: str,
+    path: Path,
+    score: float,
+    base: float,
+    metric: str,
+    tolerance: float,
     sample: Sample | None,
 ) -> Artifact:
     """Accept an artifact whose test score is at most ``tolerance`` below the original."""
     delta = score - base
     accepted = delta >= -tolerance
-    reason = (f"test {metric} {score:.4f} vs original {base:.4f} ({delta:+.4f}); "
-              f"{'within' if accepted else 'beyond'} tolerance {tolerance}")
-    return Artifact(kind=kind, path=path.name, metric=metric, score=score, delta=delta,
-                    accepted=accepted, reason=reason, size_bytes=_size(path),
-                    sample=sample if accepted else None)
+    reason = (
+        f"test {metric} {score:.4f} vs original {base:.4f} ({delta:+.4f}); "
+        f"{'within' if accepted else 'beyond'} tolerance {tolerance}"
+    )
+    return Artifact(
+        kind=kind,
+        path=path.name,
+        metric=metric,
+        score=score,
+        delta=delta,
+        accepted=accepted,
+        reason=reason,
+        size_bytes=_size(path),
+        sample=sample if accepted else None,
+    )
 
 
 def keras_artifacts(
@@ -82,15 +97,21 @@ def keras_artifacts(
     metric, base = evaluate.headline_score(task, y_test, predictor.predict(X_test))
     artifacts = []
     for kind, path in export(predictor, workdir).items():
-        candidate = KerasPredictor(predictor.preprocessor, load_keras_artifact(workdir, kind),
-                                   predictor.task, predictor.classes)
+        candidate = KerasPredictor(
+            predictor.preprocessor,
+            load_keras_artifact(workdir, kind),
+            predictor.task,
+            predictor.classes,
+        )
         candidate.feature_names = predictor.feature_names
         out: Output = candidate.predict(X_test)
         _, score = evaluate.headline_score(task, y_test, out)
         artifact = judge(kind, path, score, base, metric, tolerance, sample_of(candidate))
         artifacts.append(artifact)
-        console.print(f"  {kind}: {artifact.reason}, {artifact.size_bytes / 1024:.0f} KiB"
-                      f"{'' if artifact.accepted else ' [red]refused[/]'}")
+        console.print(
+            f"  {kind}: {artifact.reason}, {artifact.size_bytes / 1024:.0f} KiB"
+            f"{'' if artifact.accepted else ' [red]refused[/]'}"
+        )
         if not artifact.accepted:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     return artifacts

@@ -69,7 +69,10 @@ def split(data: Dataset, settings: TrainingSettings) -> Splits:
     )
     strat = y_rest if data.task == "classification" else None
     X_train, X_val, y_train, y_val = train_test_split(
-        X_rest, y_rest, test_size=settings.validation_size, random_state=settings.seed,
+        X_rest,
+        y_rest,
+        test_size=settings.validation_size,
+        random_state=settings.seed,
         stratify=strat,
     )
     return Splits(X_train, X_val, X_test, y_train, y_val, y_test)
@@ -80,8 +83,12 @@ def _classes(y: pd.Series) -> list[Any]:
 
 
 def _fit(
-    framework: Framework, data: Dataset, s: Splits, classes: list[Any] | None,
-    settings: TrainingSettings, console: Console,
+    framework: Framework,
+    data: Dataset,
+    s: Splits,
+    classes: list[Any] | None,
+    settings: TrainingSettings,
+    console: Console,
 ) -> tuple[Predictor, dict[str, Any], dict[str, list[float]] | None]:
     features = feature_specs(data.X)
     if framework == "sklearn":
@@ -111,8 +118,12 @@ def _fit(
         batch_size=settings.keras_batch_size,
     )
     with Progress(
-        TextColumn("[bold]keras[/] epoch"), MofNCompleteColumn(), BarColumn(),
-        TextColumn("{task.fields[losses]}"), console=console, transient=False,
+        TextColumn("[bold]keras[/] epoch"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.fields[losses]}"),
+        console=console,
+        transient=False,
     ) as progress:
         task_id = progress.add_task("fit", total=settings.keras_epochs, losses="")
 
@@ -121,9 +132,15 @@ def _fit(
             progress.update(task_id, completed=epoch, losses=losses)
 
         history = estimators.fit_keras(
-            model, x_train, y_train, x_val, y_val,
-            epochs=settings.keras_epochs, patience=settings.keras_patience,
-            batch_size=settings.keras_batch_size, on_epoch=on_epoch,
+            model,
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            epochs=settings.keras_epochs,
+            patience=settings.keras_patience,
+            batch_size=settings.keras_batch_size,
+            on_epoch=on_epoch,
         )
     params["epochs_run"] = len(history.get("loss", []))
     return KerasPredictor(pre, model, data.task, classes), params, history
@@ -190,12 +207,14 @@ def _gate(
 
 def _with_hashes(card: ModelCard, model_dir: Path) -> ModelCard:
     files = hash_model_files(model_dir)
-    return card.model_copy(update={"integrity": card.integrity.model_copy(
-        update={"files": files})})
+    return card.model_copy(update={"integrity": card.integrity.model_copy(update={"files": files})})
 
 
 def _register(
-    tag: str, card: ModelCard, predictor: Predictor, labels: dict[str, str],
+    tag: str,
+    card: ModelCard,
+    predictor: Predictor,
+    labels: dict[str, str],
     artifacts_dir: Path | None = None,
 ) -> None:
     """Save into the store with the integrity hashes; nothing is left behind on failure."""
@@ -251,23 +270,53 @@ def train(
     predictor, params, history = _fit(framework, data, s, classes, settings, console)
     workdir = Path(tempfile.mkdtemp(prefix="modelport-artifacts-"))
     try:
-        return _finish(tag, name, framework, data, s, classes, predictor, params, history,
-                       settings, console, force, stage, workdir)
+        return _finish(
+            tag,
+            name,
+            framework,
+            data,
+            s,
+            classes,
+            predictor,
+            params,
+            history,
+            settings,
+            console,
+            force,
+            stage,
+            workdir,
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _finish(
-    tag: str, name: str, framework: Framework, data: Dataset, s: Splits,
-    classes: list[Any] | None, predictor: Predictor, params: dict[str, Any],
-    history: Any, settings: TrainingSettings, console: Console, force: bool, stage: str,
+    tag: str,
+    name: str,
+    framework: Framework,
+    data: Dataset,
+    s: Splits,
+    classes: list[Any] | None,
+    predictor: Predictor,
+    params: dict[str, Any],
+    history: Any,
+    settings: TrainingSettings,
+    console: Console,
+    force: bool,
+    stage: str,
     workdir: Path,
 ) -> TrainResult:
     artifacts = []
     if isinstance(predictor, KerasPredictor):
         artifacts = optimize.keras_artifacts(
-            predictor, s.X_test, s.y_test, settings.artifact_tolerance, workdir,
-            lambda p: _sample(p, s.X_test, settings.sample_rows), console)
+            predictor,
+            s.X_test,
+            s.y_test,
+            settings.artifact_tolerance,
+            workdir,
+            lambda p: _sample(p, s.X_test, settings.sample_rows),
+            console,
+        )
 
     test_out = predictor.predict(s.X_test)
     if data.task == "classification":
@@ -277,7 +326,8 @@ def _finish(
     else:
         test, confusion = evaluate.regression_metrics(s.y_test, test_out), None
     score_name, train_score = evaluate.headline_score(
-        data.task, s.y_train, predictor.predict(s.X_train))
+        data.task, s.y_train, predictor.predict(s.X_train)
+    )
     _, val_score = evaluate.headline_score(data.task, s.y_val, predictor.predict(s.X_val))
     gap = train_score - val_score
     card = ModelCard(
@@ -287,12 +337,20 @@ def _finish(
         classes=classes,
         features=feature_specs(data.X),
         evaluation=Evaluation(
-            test=test, confusion_matrix=confusion, train_score=train_score,
-            validation_score=val_score, score_name=score_name, overfit_gap=gap,
+            test=test,
+            confusion_matrix=confusion,
+            train_score=train_score,
+            validation_score=val_score,
+            score_name=score_name,
+            overfit_gap=gap,
             overfit=gap > settings.overfit_gap,
         ),
-        params={**params, "seed": settings.seed, "test_size": settings.test_size,
-                "validation_size": settings.validation_size},
+        params={
+            **params,
+            "seed": settings.seed,
+            "test_size": settings.test_size,
+            "validation_size": settings.validation_size,
+        },
         drift=_drift_reference(data, s, classes, settings),
         sample=_sample(predictor, s.X_test, settings.sample_rows),
         integrity=Integrity(data_sha256=data.sha256, files={}),
@@ -310,15 +368,34 @@ def _finish(
     version = tag.split(":", 1)[1]
     report_dir = settings.reports_dir / name / version
     if gate.passed or force:
-        report = write_report(report_dir, tag, card, s.y_test, test_out.predictions,
-                              test_out.probabilities, history, gate_lines)
-        labels = {"framework": framework, "task": data.task, "stage": stage,
-                  "trained-by": "modelport"}
+        report = write_report(
+            report_dir,
+            tag,
+            card,
+            s.y_test,
+            test_out.predictions,
+            test_out.probabilities,
+            history,
+            gate_lines,
+        )
+        labels = {
+            "framework": framework,
+            "task": data.task,
+            "stage": stage,
+            "trained-by": "modelport",
+        }
         _register(tag, card, predictor, labels, workdir)
         return TrainResult(tag, card, report, gate, registered=True)
     # Rejected: the report still helps to see why, but goes to a scratch folder so the
     # reports tree only lists registered versions.
-    report = write_report(Path(tempfile.mkdtemp(prefix=f"modelport-rejected-{name}-")), tag,
-                          card, s.y_test, test_out.predictions, test_out.probabilities,
-                          history, gate_lines)
+    report = write_report(
+        Path(tempfile.mkdtemp(prefix=f"modelport-rejected-{name}-")),
+        tag,
+        card,
+        s.y_test,
+        test_out.predictions,
+        test_out.probabilities,
+        history,
+        gate_lines,
+    )
     return TrainResult(tag, card, report, gate, registered=False)

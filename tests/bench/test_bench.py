@@ -40,22 +40,41 @@ def test_parse_wrk_refuses_output_it_does_not_understand() -> None:
         parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n", 1, 1)
 
 
-def _point(label: str, c: int, rps: float, p50: float = 1.0, p99: float = 2.0,
-           errors: int = 0) -> dict:
-    return {"label": label, "connections": c, "seconds": 1, "requests": int(rps), "rps": rps,
-            "p50_ms": p50, "p90_ms": p50, "p99_ms": p99, "errors": errors}
+def _point(
+    label: str, c: int, rps: float, p50: float = 1.0, p99: float = 2.0, errors: int = 0
+) -> dict:
+    return {
+        "label": label,
+        "connections": c,
+        "seconds": 1,
+        "requests": int(rps),
+        "rps": rps,
+        "p50_ms": p50,
+        "p90_ms": p50,
+        "p99_ms": p99,
+        "errors": errors,
+    }
 
 
 def _result(served32: float, errors128: int = 0) -> dict:
-    sweep = [_point("x", c, served32, errors=errors128 if c == 128 else 0)
-             for c in (1, 8, 32, 128)]
+    sweep = [_point("x", c, served32, errors=errors128 if c == 128 else 0) for c in (1, 8, 32, 128)]
     return {
-        "meta": {"when": "now", "quick": True, "python": "3.11", "cpus": 2, "server_cpus": [0],
-                 "client_cpus": [1], "seconds_per_point": 1, "load_generator": "wrk"},
-        "inprocess": [{"model": "breast-cancer", "batch": 1000, "calls_per_s": 100,
-                       "rows_per_s": 100_000}],
+        "meta": {
+            "when": "now",
+            "quick": True,
+            "python": "3.11",
+            "cpus": 2,
+            "server_cpus": [0],
+            "client_cpus": [1],
+            "seconds_per_point": 1,
+            "load_generator": "wrk",
+        },
+        "inprocess": [
+            {"model": "breast-cancer", "batch": 1000, "calls_per_s": 100, "rows_per_s": 100_000}
+        ],
         "bare": [_point("bare", c, 1000) for c in (1, 8, 32, 128)],
-        "predict": sweep, "infer": sweep,
+        "predict": sweep,
+        "infer": sweep,
         "batch": [_point("batch", 2, 90)],
         "monitoring_off": [_point("off", 32, served32 * 1.05)],
         "bentoml_defaults": [_point("defaults", 32, served32 / 2)],

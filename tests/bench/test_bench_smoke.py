@@ -14,8 +14,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_bare_and_served_endpoints_agree_and_take_load(trained) -> None:
     from bench import suite
 
-    plan = dataclasses.replace(suite.Plan.make(quick=True), seconds=1.0, warmup=0.5,
-                               concurrency=(4,))
+    plan = dataclasses.replace(
+        suite.Plan.make(quick=True), seconds=1.0, warmup=0.5, concurrency=(4,)
+    )
     body = suite.single_body(3)
     with suite.bare_server(plan) as (bare_url, _, _):
         bare = suite.post(bare_url + "/predict", body)

@@ -63,10 +63,13 @@ def helm() -> str:
 def podman_env() -> dict[str, str]:
     """Environment for podman and buildah: the project's containers.conf (written here, from
     this process's limits) and the session's BentoML home."""
-    _need(shutil.which("podman"),
-          "podman not found: run `make tools` (hack/install-system-deps.sh)")
-    _need(os.geteuid() == 0, "the image tests need root (rootful podman; debootstrap for the "
-          "stand-in base image)")
+    _need(
+        shutil.which("podman"), "podman not found: run `make tools` (hack/install-system-deps.sh)"
+    )
+    _need(
+        os.geteuid() == 0,
+        "the image tests need root (rootful podman; debootstrap for the stand-in base image)",
+    )
     conf = image.write_containers_conf(ROOT / ".tools" / "containers" / "containers.conf")
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
     info = subprocess.run(["podman", "info"], env=env, capture_output=True, text=True, check=False)
@@ -83,8 +86,9 @@ class ServiceImage:
 
 
 def _run_streaming(cmd: list[str], env: dict[str, str], report: Report) -> None:
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, errors="replace") as proc:
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as proc:
         assert proc.stdout is not None
         lines = []
         for line in proc.stdout:
@@ -96,10 +100,12 @@ def _run_streaming(cmd: list[str], env: dict[str, str], report: Report) -> None:
 
 def _build_progress(report: Report) -> Report:
     """Only the builder's step lines, the setup script's and errors: enough to follow."""
+
     def on_line(line: str) -> None:
         text = line.removeprefix("INFO: ")
         if text.startswith(("STEP", "building", "image-cleanup", "Error", "error")):
             report(text[:160])
+
     return on_line
 
 
@@ -112,8 +118,10 @@ def service_image(
     MODELPORT_KEEP_IMAGE=1 keeps it. The base image stays: it is the slow part."""
     from modelport import bento, store
 
-    _need(shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin"),
-          "debootstrap not found: run `make tools`")
+    _need(
+        shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin"),
+        "debootstrap not found: run `make tools`",
+    )
     bento_tag = bento.build(ROOT, list(IMAGE_MODELS))
     # podman runs the image, and it sees only containers-storage (podman's, buildah's).
     usable = {**image.probe_backends(), "docker": False}
@@ -122,21 +130,34 @@ def service_image(
     if not image.image_exists(base, backend):
         report(f"building the stand-in base image {base} (hack/build-base-image.sh)")
         start = time.monotonic()
-        _run_streaming(["bash", str(ROOT / "hack" / "build-base-image.sh"), base],
-                       podman_env, report)
+        _run_streaming(
+            ["bash", str(ROOT / "hack" / "build-base-image.sh"), base], podman_env, report
+        )
         report(f"base image built in {time.monotonic() - start:.0f}s")
     try:
-        built = image.build(bento_tag, project=ROOT, backend=backend, pull=False,
-                            environ=podman_env, on_line=_build_progress(report))
+        built = image.build(
+            bento_tag,
+            project=ROOT,
+            backend=backend,
+            pull=False,
+            environ=podman_env,
+            on_line=_build_progress(report),
+        )
     except image.ImageError as exc:
         pytest.fail(str(exc))
-    report(f"{built.tag}: built with {built.backend} in {built.seconds:.0f}s, "
-           f"{built.size / 1e6:.0f} MB")
+    report(
+        f"{built.tag}: built with {built.backend} in {built.seconds:.0f}s, "
+        f"{built.size / 1e6:.0f} MB"
+    )
     models = {name: store.resolve(name).tag.version for name in IMAGE_MODELS}
     yield ServiceImage(built.tag, bento_tag, models, built.size)
     if os.environ.get("MODELPORT_KEEP_IMAGE") != "1":
-        subprocess.run(["podman", "rmi", "--force", built.tag], env=podman_env,
-                       capture_output=True, check=False)
+        subprocess.run(
+            ["podman", "rmi", "--force", built.tag],
+            env=podman_env,
+            capture_output=True,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -147,9 +168,16 @@ def deployment(helm: str, service_image: ServiceImage) -> dict[str, Any]:
     extra = ",".join(f'"{name}:{service_image.models[name]}"' for name in rest)
     docs = Renderer(helm)(
         None,
-        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", f"model.name={first}", "--set", f"model.version={service_image.models[first]}",
-        "--set-json", f"model.extraModels=[{extra}]",
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        f"model.name={first}",
+        "--set",
+        f"model.version={service_image.models[first]}",
+        "--set-json",
+        f"model.extraModels=[{extra}]",
     )
     return one(docs, "Deployment", "modelport")
 
@@ -163,8 +191,14 @@ class Container:
     ready_seconds: float = 0.0
 
     def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["podman", *args], env=self.env, capture_output=True, text=True,
-                              check=check, timeout=120)
+        return subprocess.run(
+            ["podman", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
 
     def logs(self) -> str:
         out = self.podman("logs", self.name, check=False)
@@ -206,13 +240,16 @@ def start_container(deployment: dict[str, Any], env: dict[str, str], name: str) 
         time.sleep(0.25)
     logs = c.logs()
     c.remove()
-    pytest.fail(f"{spec.readiness_path} not 200 within the startup budget "
-                f"({spec.startup_budget:.0f}s):\n{logs}")
+    pytest.fail(
+        f"{spec.readiness_path} not 200 within the startup budget "
+        f"({spec.startup_budget:.0f}s):\n{logs}"
+    )
 
 
 @pytest.fixture(scope="module")
-def container(deployment: dict[str, Any], podman_env: dict[str, str],
-              report: Report) -> Iterator[Container]:
+def container(
+    deployment: dict[str, Any], podman_env: dict[str, str], report: Report
+) -> Iterator[Container]:
     c = start_container(deployment, podman_env, "modelport-image-test")
     report(f"ready in {c.ready_seconds:.1f}s (startup budget {c.spec.startup_budget:.0f}s)")
     yield c

@@ -15,8 +15,9 @@ def test_no_pull_without_the_base_image_names_the_stand_in_script(
 ) -> None:
     built: list[str] = []
     monkeypatch.setattr(bento, "build", lambda project, tags: "modelport:v1")
-    monkeypatch.setattr(image, "probe_backends",
-                        lambda: {"docker": False, "podman": False, "buildah": True})
+    monkeypatch.setattr(
+        image, "probe_backends", lambda: {"docker": False, "podman": False, "buildah": True}
+    )
     monkeypatch.setattr(image, "bento_base_image", lambda tag: "docker.io/library/python:3.11-slim")
     monkeypatch.setattr(image, "image_exists", lambda name, backend: False)
     monkeypatch.setattr(image, "build", lambda *a, **kw: built.append("called"))
@@ -30,8 +31,9 @@ def test_no_pull_without_the_base_image_names_the_stand_in_script(
 
 def test_unusable_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bento, "build", lambda project, tags: "modelport:v1")
-    monkeypatch.setattr(image, "probe_backends",
-                        lambda: {"docker": False, "podman": False, "buildah": False})
+    monkeypatch.setattr(
+        image, "probe_backends", lambda: {"docker": False, "podman": False, "buildah": False}
+    )
     result = CliRunner().invoke(cli.app, ["build", "--image", "--backend", "docker"])
     assert result.exit_code == 1
     assert "no Docker daemon answers" in result.output

@@ -63,8 +63,12 @@ def test_metrics_carry_the_modelport_series(container: Container) -> None:
         text = c.get("/metrics").text
     names = {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
     assert {"modelport_requests_total", "modelport_model_info"} <= names, sorted(names)[:40]
-    served = {s.labels.get("model_name") for fam in text_string_to_metric_families(text)
-              for s in fam.samples if s.name == "modelport_model_info"}
+    served = {
+        s.labels.get("model_name")
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "modelport_model_info"
+    }
     assert served == set(IMAGE_MODELS)
 
 
@@ -86,9 +90,24 @@ def test_image_is_lean_and_holds_no_build_tools_data_or_secrets(
     def inside(script: str) -> str:
         # As root, only to look: /root is private to root.
         return subprocess.run(
-            ["podman", "run", "--rm", "--pull=never", "--user", "0", "--entrypoint", "sh",
-             service_image.tag, "-c", script],
-            env=podman_env, capture_output=True, text=True, check=True, timeout=120,
+            [
+                "podman",
+                "run",
+                "--rm",
+                "--pull=never",
+                "--user",
+                "0",
+                "--entrypoint",
+                "sh",
+                service_image.tag,
+                "-c",
+                script,
+            ],
+            env=podman_env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
         ).stdout
 
     tools = inside("for t in gcc cc g++ c++ make git uv; do command -v $t; done; true")
@@ -98,16 +117,23 @@ def test_image_is_lean_and_holds_no_build_tools_data_or_secrets(
     assert src == {"bentofile.yaml", "modelport", "service"}, src  # no training code, tests
     data = inside(f"find {bento} \\( -name '*.csv' -o -name '*.parquet' -o -name '*.npz' \\)")
     assert data.strip() == "", data  # the models only, no training data
-    secrets = inside("find / -xdev \\( -name .netrc -o -name .pypirc -o -name pip.conf "
-                     "-o -name uv.toml \\) -print")
+    secrets = inside(
+        "find / -xdev \\( -name .netrc -o -name .pypirc -o -name pip.conf "
+        "-o -name uv.toml \\) -print"
+    )
     assert secrets.strip() == "", secrets  # no index credentials or build configuration
     caches = set(inside("ls -A /root").split()) - {".bashrc", ".profile"}
     assert not caches, caches  # the build's download caches stayed on the host
-    env = subprocess.run(["podman", "image", "inspect", "--format", "{{json .Config.Env}}",
-                          service_image.tag], env=podman_env, capture_output=True, text=True,
-                         check=True).stdout
-    assert not any(word in env.upper() for word in ("PASSWORD", "TOKEN", "SECRET", "PIP_",
-                                                    "INDEX_URL")), env
+    env = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{json .Config.Env}}", service_image.tag],
+        env=podman_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert not any(
+        word in env.upper() for word in ("PASSWORD", "TOKEN", "SECRET", "PIP_", "INDEX_URL")
+    ), env
     # The sklearn stack on the base is ~0.5 GB; TensorFlow would add ~1 GB.
     assert service_image.size < 800e6, service_image.size
 

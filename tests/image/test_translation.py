@@ -58,19 +58,24 @@ def test_backend_errors_say_what_to_do() -> None:
 
 
 def test_containerize_command_daemonless_without_pulling(tmp_path: Path) -> None:
-    cmd = image.containerize_command("modelport:v1", ["modelport:v1", "modelport:latest"],
-                                     "buildah", bentoml="/venv/bin/bentoml", pull=False,
-                                     build_home=tmp_path)
-    assert cmd[:5] == ["/venv/bin/bentoml", "containerize", "modelport:v1", "--backend",
-                       "buildah"]
+    cmd = image.containerize_command(
+        "modelport:v1",
+        ["modelport:v1", "modelport:latest"],
+        "buildah",
+        bentoml="/venv/bin/bentoml",
+        pull=False,
+        build_home=tmp_path,
+    )
+    assert cmd[:5] == ["/venv/bin/bentoml", "containerize", "modelport:v1", "--backend", "buildah"]
     assert cmd.count("--image-tag") == 2
     opts = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--opt"]
     assert opts == ["squash", "pull-never", f"volume={tmp_path.resolve()}:/root"]
 
 
 def test_containerize_command_docker_gets_no_buildah_options(tmp_path: Path) -> None:
-    cmd = image.containerize_command("modelport:v1", ["modelport:v1"], "docker",
-                                     pull=False, build_home=tmp_path)
+    cmd = image.containerize_command(
+        "modelport:v1", ["modelport:v1"], "docker", pull=False, build_home=tmp_path
+    )
     assert "--opt" not in cmd
     podman_pull = image.containerize_command("modelport:v1", ["modelport:v1"], "podman")
     assert [a for a in podman_pull if a.startswith("pull")] == []
@@ -90,9 +95,7 @@ def test_build_home_configures_tls_from_the_system_store_and_holds_no_secrets() 
     assert not any(word in text for word in ("password", "token", "index-url", "insecure"))
 
 
-@pytest.mark.parametrize(
-    ("quantity", "cores"), [("500m", 0.5), ("1", 1.0), ("2.5", 2.5), (2, 2.0)]
-)
+@pytest.mark.parametrize(("quantity", "cores"), [("500m", 0.5), ("1", 1.0), ("2.5", 2.5), (2, 2.0)])
 def test_cpu_quantity(quantity: str | int, cores: float) -> None:
     assert image.cpu_quantity(quantity) == cores
 
@@ -115,39 +118,59 @@ def test_probe_budget_uses_kubernetes_defaults() -> None:
     assert image.probe_budget({"periodSeconds": 5, "failureThreshold": 60}) == 300
     assert image.probe_budget({"initialDelaySeconds": 7}) == 37
     assert image.pre_stop_seconds({"lifecycle": {"preStop": {"sleep": {"seconds": 4}}}}) == 4
-    assert image.pre_stop_seconds(
-        {"lifecycle": {"preStop": {"exec": {"command": ["/bin/sleep", "10"]}}}}) == 10
+    assert (
+        image.pre_stop_seconds(
+            {"lifecycle": {"preStop": {"exec": {"command": ["/bin/sleep", "10"]}}}}
+        )
+        == 10
+    )
     assert image.pre_stop_seconds({}) == 0
 
 
 def _deployment() -> dict[str, Any]:
     """A pod template shaped like the chart's, small enough to vary by hand."""
     return {
-        "spec": {"template": {"spec": {
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 1034, "fsGroup": 2000},
-            "terminationGracePeriodSeconds": 45,
-            "containers": [{
-                "name": "modelport",
-                "image": "modelport:v1",
-                "securityContext": {
-                    "runAsUser": 1034, "runAsGroup": 1034, "readOnlyRootFilesystem": True,
-                    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
-                "ports": [{"name": "http", "containerPort": 3000, "protocol": "TCP"}],
-                "env": [{"name": "BENTOML_PORT", "value": "3000"}],
-                "startupProbe": {"httpGet": {"path": "/livez", "port": "http"},
-                                 "periodSeconds": 5, "failureThreshold": 60},
-                "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}},
-                "lifecycle": {"preStop": {"exec": {"command": ["sleep", "10"]}}},
-                "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
-                "volumeMounts": [
-                    {"name": "writable", "mountPath": "/tmp", "subPath": "tmp"},
-                    {"name": "writable", "mountPath": "/home/bentoml/tmp", "subPath": "h"},
-                ],
-            }],
-            "volumes": [{"name": "writable", "emptyDir": {"sizeLimit": "1Gi"}}],
-        }}}
+        "spec": {
+            "template": {
+                "spec": {
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1034, "fsGroup": 2000},
+                    "terminationGracePeriodSeconds": 45,
+                    "containers": [
+                        {
+                            "name": "modelport",
+                            "image": "modelport:v1",
+                            "securityContext": {
+                                "runAsUser": 1034,
+                                "runAsGroup": 1034,
+                                "readOnlyRootFilesystem": True,
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                            "ports": [{"name": "http", "containerPort": 3000, "protocol": "TCP"}],
+                            "env": [{"name": "BENTOML_PORT", "value": "3000"}],
+                            "startupProbe": {
+                                "httpGet": {"path": "/livez", "port": "http"},
+                                "periodSeconds": 5,
+                                "failureThreshold": 60,
+                            },
+                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}},
+                            "lifecycle": {"preStop": {"exec": {"command": ["sleep", "10"]}}},
+                            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                            "volumeMounts": [
+                                {"name": "writable", "mountPath": "/tmp", "subPath": "tmp"},
+                                {
+                                    "name": "writable",
+                                    "mountPath": "/home/bentoml/tmp",
+                                    "subPath": "h",
+                                },
+                            ],
+                        }
+                    ],
+                    "volumes": [{"name": "writable", "emptyDir": {"sizeLimit": "1Gi"}}],
+                }
+            }
+        }
     }
 
 
@@ -170,8 +193,11 @@ def test_deployment_becomes_podman_arguments() -> None:
     assert "--pull=missing" in args  # imagePullPolicy unset: IfNotPresent
     assert "--cpus=1" in args and f"--memory={2**30}" in args
     assert "--stop-timeout=35" in args  # 45 s grace minus the 10 s preStop pause
-    assert (spec.startup_budget, spec.startup_path, spec.readiness_path) == (300, "/livez",
-                                                                              "/readyz")
+    assert (spec.startup_budget, spec.startup_path, spec.readiness_path) == (
+        300,
+        "/livez",
+        "/readyz",
+    )
 
 
 def test_container_settings_override_the_pods() -> None:
@@ -196,15 +222,26 @@ def test_only_the_charts_mounts_are_writable() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c, p: c["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {}}}),
-         "not a plain value"),
-        (lambda c, p: p["volumes"].append({"name": "cfg", "configMap": {"name": "x"}})
-         or c["volumeMounts"].append({"name": "cfg", "mountPath": "/cfg"}), "not an emptyDir"),
+        (
+            lambda c, p: c["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {}}}),
+            "not a plain value",
+        ),
+        (
+            lambda c, p: (
+                p["volumes"].append({"name": "cfg", "configMap": {"name": "x"}})
+                or c["volumeMounts"].append({"name": "cfg", "mountPath": "/cfg"})
+            ),
+            "not an emptyDir",
+        ),
         (lambda c, p: c["securityContext"].update(runAsUser=0), "non-zero runAsUser"),
-        (lambda c, p: c.update(readinessProbe={"exec": {"command": ["true"]}}),
-         "only httpGet probes"),
-        (lambda c, p: c["securityContext"].update(seccompProfile={"type": "Localhost"}),
-         "no podman equivalent"),
+        (
+            lambda c, p: c.update(readinessProbe={"exec": {"command": ["true"]}}),
+            "only httpGet probes",
+        ),
+        (
+            lambda c, p: c["securityContext"].update(seccompProfile={"type": "Localhost"}),
+            "no podman equivalent",
+        ),
     ],
 )
 def test_what_cannot_be_reproduced_is_an_error(change: Any, message: str) -> None:

@@ -51,13 +51,21 @@ def private_home(base: Path) -> Path:
     return home
 
 
-def launch(log_dir: Path, models: str, *, workers: int = 1, env: dict[str, str] | None = None,
-           wait: bool = True, service_config: dict | None = None) -> Server:
+def launch(
+    log_dir: Path,
+    models: str,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    service_config: dict | None = None,
+) -> Server:
     env = {"BENTOML_HOME": str(private_home(log_dir)), **(env or {})}
     port = srv.free_port()
     log = log_dir / f"server-{port}.log"
-    proc = srv.start(port, models=models, workers=workers, env=env, log=log,
-                     service_config=service_config)
+    proc = srv.start(
+        port, models=models, workers=workers, env=env, log=log, service_config=service_config
+    )
     url = f"http://127.0.0.1:{port}"
     seconds = 0.0
     if wait:
@@ -66,8 +74,7 @@ def launch(log_dir: Path, models: str, *, workers: int = 1, env: dict[str, str] 
         except Exception:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError(
-                f"server did not get ready:\n{log.read_text()[-3000:]}") from None
+            raise AssertionError(f"server did not get ready:\n{log.read_text()[-3000:]}") from None
     return Server(url, proc, log, seconds)
 
 
@@ -77,8 +84,9 @@ LIMITS = {"MODELPORT_MAX_BATCH_ROWS": "2000", "MODELPORT_MAX_BODY_BYTES": "10000
 @pytest.fixture(scope="session")
 def server(trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """All three demo models, one worker, small request limits for the limit tests."""
-    s = launch(tmp_path_factory.mktemp("server"), "breast-cancer,diabetes,breast-cancer-keras",
-               env=LIMITS)
+    s = launch(
+        tmp_path_factory.mktemp("server"), "breast-cancer,diabetes,breast-cancer-keras", env=LIMITS
+    )
     yield s
     s.stop()
 

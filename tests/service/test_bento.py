@@ -38,10 +38,14 @@ def test_build_produces_a_bento_with_the_pinned_models(trained) -> None:
     built = bentoml.get(tag)
     info = yaml.safe_load((Path(built.path) / "bento.yaml").read_text())
     assert [m["tag"] for m in info["models"]] == [
-        str(store.resolve("breast-cancer").tag), str(store.resolve("diabetes").tag)]
+        str(store.resolve("breast-cancer").tag),
+        str(store.resolve("diabetes").tag),
+    ]
     reqs = (Path(built.path) / "env" / "python" / "requirements.txt").read_text().lower()
     assert "scikit-learn" in reqs and "tensorflow" not in reqs and "matplotlib" not in reqs
-    src = {p.relative_to(Path(built.path) / "src").as_posix()
-           for p in (Path(built.path) / "src").rglob("*.py")}
+    src = {
+        p.relative_to(Path(built.path) / "src").as_posix()
+        for p in (Path(built.path) / "src").rglob("*.py")
+    }
     assert "service/service.py" in src and "modelport/metadata.py" in src
     assert not any(p.startswith(("training/", "tests/")) for p in src)

@@ -35,21 +35,38 @@ def cancer() -> pd.DataFrame:
 def _card(frame: pd.DataFrame, names: list[str], categorical: tuple[str, ...] = ()) -> ModelCard:
     features = [
         FeatureSpec(name=n, kind="categorical", dtype="object", categories=["a", "b"])
-        if n in categorical else
-        FeatureSpec(name=n, kind="numeric", dtype="float64", min=float(frame[n].min()),
-                    max=float(frame[n].max()))
+        if n in categorical
+        else FeatureSpec(
+            name=n,
+            kind="numeric",
+            dtype="float64",
+            min=float(frame[n].min()),
+            max=float(frame[n].max()),
+        )
         for n in names
     ]
-    bins = [quantile_bins(n, frame[n].to_numpy(dtype=float), 10)
-            for n in names if n not in categorical]
+    bins = [
+        quantile_bins(n, frame[n].to_numpy(dtype=float), 10) for n in names if n not in categorical
+    ]
     return ModelCard(
-        framework="sklearn", task="classification", target="target", classes=[0, 1],
+        framework="sklearn",
+        task="classification",
+        target="target",
+        classes=[0, 1],
         features=features,
-        evaluation=Evaluation(test={"accuracy": 1.0}, train_score=1, validation_score=1,
-                              score_name="accuracy", overfit_gap=0, overfit=False),
-        params={}, drift=DriftReference(features=bins),
+        evaluation=Evaluation(
+            test={"accuracy": 1.0},
+            train_score=1,
+            validation_score=1,
+            score_name="accuracy",
+            overfit_gap=0,
+            overfit=False,
+        ),
+        params={},
+        drift=DriftReference(features=bins),
         sample=Sample(instances=[], predictions=[]),
-        integrity=Integrity(data_sha256="0" * 64, files={}), data_source="test",
+        integrity=Integrity(data_sha256="0" * 64, files={}),
+        data_source="test",
         rows={"train": 1, "validation": 1, "test": 1},
     )
 
@@ -69,13 +86,16 @@ def test_fast_parse_equals_careful_parse(cancer) -> None:
     assert np.array_equal(batch.numeric, expected)
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (True, "expected a number, got a boolean"),
-    ("1.5", "expected a number, got a string '1.5'"),
-    (None, "missing value (null)"),
-    (float("nan"), "must be a finite number"),
-    (10**400, "must be a finite number"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "expected a number, got a boolean"),
+        ("1.5", "expected a number, got a string '1.5'"),
+        (None, "missing value (null)"),
+        (float("nan"), "must be a finite number"),
+        (10**400, "must be a finite number"),
+    ],
+)
 def test_fast_parse_falls_back_to_the_precise_message(cancer, value, message) -> None:
     names = [c for c in cancer.columns if c != "target"]
     schema = Schema(_card(cancer, names))
@@ -90,8 +110,10 @@ def test_mixed_schema_builds_a_frame_and_numeric_block(cancer) -> None:
     frame = cancer.assign(colour=["a", "b"] * (len(cancer) // 2) + ["a"] * (len(cancer) % 2))
     names = ["mean radius", "colour", "mean area"]
     schema = Schema(_card(frame, names, categorical=("colour",)))
-    rows = [{"mean radius": 1.0, "colour": "a", "mean area": 2.0},
-            {"mean radius": 3.0, "colour": "z", "mean area": 4.0}]
+    rows = [
+        {"mean radius": 1.0, "colour": "a", "mean area": 2.0},
+        {"mean radius": 3.0, "colour": "z", "mean area": 4.0},
+    ]
     batch = parse_instances(rows, schema, 10)
     assert batch.frame is not None and list(batch.frame.columns) == names
     assert batch.numeric.tolist() == [[1.0, 2.0], [3.0, 4.0]]
@@ -107,15 +129,16 @@ def test_vectorised_drift_bins_match_the_training_rule(cancer) -> None:
     rng = np.random.default_rng(0)
     values = cancer[names].to_numpy(dtype=float)
     # Real rows, rows exactly on the bin edges, and values beyond the training range.
-    edges_rows = np.array([[r.edges[i % len(r.edges)] if r.edges else 0.0 for r in refs]
-                           for i in range(12)])
+    edges_rows = np.array(
+        [[r.edges[i % len(r.edges)] if r.edges else 0.0 for r in refs] for i in range(12)]
+    )
     wide = values[:40] * rng.uniform(0.2, 3.0, size=(40, len(names)))
     X = np.vstack([values, edges_rows, wide])
     counts, outside = metrics.drift_counts(X)
     for j, r in enumerate(refs):
         expected = np.bincount(assign_bins(r.edges, X[:, j]), minlength=len(r.ratios))
         assert counts[j, : len(r.ratios)].tolist() == expected.tolist(), r.feature
-        assert counts[j, len(r.ratios):].sum() == 0
+        assert counts[j, len(r.ratios) :].sum() == 0
         lo, hi = card.features[j].min, card.features[j].max
         assert outside[j] == np.count_nonzero((X[:, j] < lo) | (X[:, j] > hi))
     # The single-row path (plain Python) agrees with the array path row by row.
@@ -138,9 +161,13 @@ def test_compiled_pipeline_reproduces_the_original(cancer, layout) -> None:
     if layout == "standard":
         ct = ColumnTransformer([("n", StandardScaler(), names)])
     else:  # several transformers, passthrough and a dropped remainder, columns reordered
-        ct = ColumnTransformer([("s", StandardScaler(), names[10:20]),
-                                ("m", MinMaxScaler(), names[:10][::-1]),
-                                ("p", "passthrough", [names[25]])])
+        ct = ColumnTransformer(
+            [
+                ("s", StandardScaler(), names[10:20]),
+                ("m", MinMaxScaler(), names[:10][::-1]),
+                ("p", "passthrough", [names[25]]),
+            ]
+        )
     pipe, X = _fit(cancer, ct, LogisticRegression(max_iter=5000))
     predictor = SklearnPredictor(pipe, "classification", [0, 1])
     assert predictor.enable_fast_path(names, X.head(5)) is None
@@ -154,8 +181,7 @@ def test_unsupported_layout_keeps_the_original_path(cancer) -> None:
     pipe = Pipeline([("s", StandardScaler()), ("m", LinearRegression())])
     pipe.fit(cancer[names], cancer["target"])
     predictor = SklearnPredictor(pipe, "regression", None)
-    assert predictor.enable_fast_path(names, cancer[names].head(5)) == \
-        "column layout not supported"
+    assert predictor.enable_fast_path(names, cancer[names].head(5)) == "column layout not supported"
     arr = cancer[names].to_numpy(dtype=float)
     assert np.allclose(predictor.scores(arr), pipe.predict(cancer[names]))  # via a frame
 
@@ -192,7 +218,9 @@ def test_fast_path_checked_against_recorded_outputs(cancer) -> None:
     predictor = SklearnPredictor(pipe, "classification", [0, 1])
     assert predictor.enable_fast_path(names, sample, recorded) is None
     other = SklearnPredictor(pipe, "classification", [0, 1])
-    assert other.enable_fast_path(names, sample, recorded[:, ::-1]) == \
-        "fast path does not reproduce the model's output"
+    assert (
+        other.enable_fast_path(names, sample, recorded[:, ::-1])
+        == "fast path does not reproduce the model's output"
+    )
     with pytest.raises(ValueError, match="expected scores"):
         other.enable_fast_path(names, sample)

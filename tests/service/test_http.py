@@ -70,8 +70,17 @@ def test_oip_v2_metadata_and_health(server) -> None:
 def test_oip_v2_tensor_infer_matches_json(server, datatype) -> None:
     rows = _rows("breast-cancer", 4)
     data = rows.to_numpy(dtype=float)
-    payload = {"id": "req-1", "inputs": [{"name": "input-0", "shape": list(data.shape),
-                                          "datatype": datatype, "data": data.tolist()}]}
+    payload = {
+        "id": "req-1",
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(data.shape),
+                "datatype": datatype,
+                "data": data.tolist(),
+            }
+        ],
+    }
     with server.client() as c:
         r = c.post("/v2/models/breast-cancer/infer", json=payload)
         j = c.post("/predict", json={"model": "breast-cancer", "instances": _instances(rows)})
@@ -88,11 +97,14 @@ def test_oip_v2_tensor_infer_matches_json(server, datatype) -> None:
 
 def test_oip_v2_named_inputs_and_output_selection(server) -> None:
     rows = _rows("diabetes", 3)
-    inputs = [{"name": name, "shape": [3], "datatype": "FP64", "data": rows[name].tolist()}
-              for name in rows.columns]
+    inputs = [
+        {"name": name, "shape": [3], "datatype": "FP64", "data": rows[name].tolist()}
+        for name in rows.columns
+    ]
     with server.client() as c:
-        r = c.post("/v2/models/diabetes/infer", json={"inputs": inputs,
-                                                      "outputs": [{"name": "predict"}]})
+        r = c.post(
+            "/v2/models/diabetes/infer", json={"inputs": inputs, "outputs": [{"name": "predict"}]}
+        )
         j = c.post("/predict", json={"model": "diabetes", "instances": _instances(rows)})
     assert r.status_code == 200, r.text
     (out,) = r.json()["outputs"]
@@ -115,25 +127,52 @@ def _bad_predict_cases() -> list[tuple[str, object, int, str]]:
     return [
         ("unknown model", {"model": "nope", "instances": [row]}, 404, "unknown model 'nope'"),
         ("no model with several served", {"instances": [row]}, 400, "model: required"),
-        ("missing feature", {"model": "breast-cancer", "instances": [missing]}, 400,
-         "instances[0]: missing feature(s) 'mean radius'"),
-        ("extra feature", {"model": "breast-cancer", "instances": [row, extra]}, 400,
-         "instances[1]: unknown feature(s) 'bogus'"),
-        ("wrong type", {"model": "breast-cancer", "instances": [text]}, 400,
-         "instances[0].mean area: expected a number, got a string 'big'"),
-        ("boolean", {"model": "breast-cancer", "instances": [boolean]}, 400,
-         "instances[0].mean area: expected a number, got a boolean"),
-        ("null", {"model": "breast-cancer", "instances": [null]}, 400,
-         "instances[0].mean area: missing value (null)"),
+        (
+            "missing feature",
+            {"model": "breast-cancer", "instances": [missing]},
+            400,
+            "instances[0]: missing feature(s) 'mean radius'",
+        ),
+        (
+            "extra feature",
+            {"model": "breast-cancer", "instances": [row, extra]},
+            400,
+            "instances[1]: unknown feature(s) 'bogus'",
+        ),
+        (
+            "wrong type",
+            {"model": "breast-cancer", "instances": [text]},
+            400,
+            "instances[0].mean area: expected a number, got a string 'big'",
+        ),
+        (
+            "boolean",
+            {"model": "breast-cancer", "instances": [boolean]},
+            400,
+            "instances[0].mean area: expected a number, got a boolean",
+        ),
+        (
+            "null",
+            {"model": "breast-cancer", "instances": [null]},
+            400,
+            "instances[0].mean area: missing value (null)",
+        ),
         ("empty batch", {"model": "breast-cancer", "instances": []}, 400, "empty batch"),
-        ("batch over limit", {"model": "diabetes", "instances": [small] * 2001}, 413,
-         "2001 instances exceed the limit of 2000"),
+        (
+            "batch over limit",
+            {"model": "diabetes", "instances": [small] * 2001},
+            413,
+            "2001 instances exceed the limit of 2000",
+        ),
         ("instances not a list", {"model": "breast-cancer", "instances": 5}, 400, "instances"),
     ]
 
 
-@pytest.mark.parametrize(("case", "body", "status", "message"), _bad_predict_cases(),
-                         ids=[c[0] for c in _bad_predict_cases()])
+@pytest.mark.parametrize(
+    ("case", "body", "status", "message"),
+    _bad_predict_cases(),
+    ids=[c[0] for c in _bad_predict_cases()],
+)
 def test_bad_predict_input(server, case, body, status, message) -> None:
     with server.client() as c:
         r = c.post("/predict", json=body)
@@ -150,10 +189,22 @@ def test_non_finite_numbers_are_rejected(server, literal) -> None:
     raw = json.dumps({"model": "breast-cancer", "instances": [row]})
     with server.client() as c:
         r = c.post("/predict", content=raw, headers={"Content-Type": "application/json"})
-        v2 = c.post("/v2/models/breast-cancer/infer", content=json.dumps(
-            {"inputs": [{"name": "t", "shape": [1, 30], "datatype": "FP64",
-                         "data": [float(literal.replace("Infinity", "inf"))] * 30}]}),
-            headers={"Content-Type": "application/json"})
+        v2 = c.post(
+            "/v2/models/breast-cancer/infer",
+            content=json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "t",
+                            "shape": [1, 30],
+                            "datatype": "FP64",
+                            "data": [float(literal.replace("Infinity", "inf"))] * 30,
+                        }
+                    ]
+                }
+            ),
+            headers={"Content-Type": "application/json"},
+        )
     assert r.status_code == 400, r.text
     assert "instances[0].mean area: must be a finite number" in r.json()["error"]
     assert v2.status_code == 400 and "must be a finite number" in v2.json()["error"]
@@ -168,7 +219,7 @@ def test_body_over_size_limit_is_413(server) -> None:
 
         def chunks():  # no Content-Length: the guard must count the bytes itself
             for i in range(0, len(big), 65536):
-                yield big[i:i + 65536].encode()
+                yield big[i : i + 65536].encode()
 
         r = c.post("/predict", content=chunks(), headers={"Content-Type": "application/json"})
         assert r.status_code == 413
@@ -177,17 +228,32 @@ def test_body_over_size_limit_is_413(server) -> None:
 @pytest.mark.parametrize(
     ("payload", "status", "message"),
     [
-        ({"inputs": [{"name": "t", "shape": [1, 29], "datatype": "FP32", "data": [0.0] * 29}]},
-         400, "inputs[0].shape: expected [n, 30]"),
-        ({"inputs": [{"name": "t", "shape": [2, 30], "datatype": "FP32", "data": [0.0] * 30}]},
-         400, "has 30 elements, the shape needs 60"),
-        ({"inputs": [{"name": "t", "shape": [1, 30], "datatype": "BYTES", "data": ["a"] * 30}]},
-         400, "inputs[0].datatype: 'BYTES' is not a numeric type"),
+        (
+            {"inputs": [{"name": "t", "shape": [1, 29], "datatype": "FP32", "data": [0.0] * 29}]},
+            400,
+            "inputs[0].shape: expected [n, 30]",
+        ),
+        (
+            {"inputs": [{"name": "t", "shape": [2, 30], "datatype": "FP32", "data": [0.0] * 30}]},
+            400,
+            "has 30 elements, the shape needs 60",
+        ),
+        (
+            {"inputs": [{"name": "t", "shape": [1, 30], "datatype": "BYTES", "data": ["a"] * 30}]},
+            400,
+            "inputs[0].datatype: 'BYTES' is not a numeric type",
+        ),
         ({"inputs": []}, 400, "inputs: expected a non-empty list"),
-        ({"inputs": [{"name": "mean radius", "shape": [1], "datatype": "FP32",
-                      "data": [1.0]}]}, 400, "missing input(s) for feature(s)"),
-        ({"inputs": [{"name": "t", "shape": [1, 30], "datatype": "FP32", "data": ["x"] * 30}]},
-         400, "inputs[0].data: expected numbers"),
+        (
+            {"inputs": [{"name": "mean radius", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
+            400,
+            "missing input(s) for feature(s)",
+        ),
+        (
+            {"inputs": [{"name": "t", "shape": [1, 30], "datatype": "FP32", "data": ["x"] * 30}]},
+            400,
+            "inputs[0].data: expected numbers",
+        ),
     ],
 )
 def test_bad_infer_input(server, payload, status, message) -> None:
@@ -201,24 +267,37 @@ def test_infer_unknown_model_and_invalid_json(server) -> None:
     with server.client() as c:
         r = c.post("/v2/models/nope/infer", json={"inputs": []})
         assert r.status_code == 404 and "nope" in r.json()["error"]
-        r = c.post("/v2/models/diabetes/infer", content=b"{not json",
-                   headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/v2/models/diabetes/infer",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
 
 
 def test_feedback_validation(server) -> None:
     with server.client() as c:
-        ok = c.post("/feedback", json={"model": "breast-cancer",
-                                       "items": [{"prediction": 1, "label": 0}]})
+        ok = c.post(
+            "/feedback", json={"model": "breast-cancer", "items": [{"prediction": 1, "label": 0}]}
+        )
         assert ok.status_code == 200 and ok.json()["accepted"] == 1
-        bad = c.post("/feedback", json={"model": "breast-cancer",
-                                        "items": [{"prediction": 1, "label": "cat"}]})
+        bad = c.post(
+            "/feedback",
+            json={"model": "breast-cancer", "items": [{"prediction": 1, "label": "cat"}]},
+        )
         assert bad.status_code == 400
         assert "items[0].label: unknown class 'cat'" in bad.json()["error"]
-        bad = c.post("/feedback", json={"model": "diabetes",
-                                        "items": [{"prediction": "x", "label": 3}]})
+        bad = c.post(
+            "/feedback", json={"model": "diabetes", "items": [{"prediction": "x", "label": 3}]}
+        )
         assert bad.status_code == 400 and "items[0].prediction: expected a number" in bad.text
-        bad = c.post("/feedback", json={"model": "diabetes", "model_version": "Robert'); --",
-                                        "items": [{"prediction": 1, "label": 3}]})
+        bad = c.post(
+            "/feedback",
+            json={
+                "model": "diabetes",
+                "model_version": "Robert'); --",
+                "items": [{"prediction": 1, "label": 3}],
+            },
+        )
         assert bad.status_code == 400 and "model_version" in bad.text
         assert c.post("/feedback", json={"model": "diabetes", "items": []}).status_code == 400

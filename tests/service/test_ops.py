@@ -21,13 +21,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    return [(s.name, s.labels, s.value) for fam in text_string_to_metric_families(text)
-            for s in fam.samples]
+    return [
+        (s.name, s.labels, s.value)
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    ]
 
 
 def value(text: str, name: str, **labels: str) -> float:
-    return sum(v for n, lab, v in samples(text)
-               if n == name and all(lab.get(k) == x for k, x in labels.items()))
+    return sum(
+        v
+        for n, lab, v in samples(text)
+        if n == name and all(lab.get(k) == x for k, x in labels.items())
+    )
 
 
 def _instances(recipe: str, n: int) -> list[dict]:
@@ -41,8 +47,9 @@ def _after_drift_flush(c: httpx.Client, before: str, feature: str, rows: int) ->
     deadline = time.monotonic() + 10
     while True:
         text = c.get("/metrics").text
-        added = (value(text, "modelport_drift_bin_total", feature=feature)
-                 - value(before, "modelport_drift_bin_total", feature=feature))
+        added = value(text, "modelport_drift_bin_total", feature=feature) - value(
+            before, "modelport_drift_bin_total", feature=feature
+        )
         if added >= rows or time.monotonic() > deadline:
             return text
         time.sleep(0.1)
@@ -53,17 +60,29 @@ def test_metrics_carry_every_documented_series(server) -> None:
     db = store.resolve("diabetes").tag.version
     with server.client() as c:
         before = c.get("/metrics").text
-        c.post("/predict", json={"model": "breast-cancer", "instances": _instances(
-            "breast-cancer", 10)}).raise_for_status()
+        c.post(
+            "/predict",
+            json={"model": "breast-cancer", "instances": _instances("breast-cancer", 10)},
+        ).raise_for_status()
         c.post("/predict", json={"model": "diabetes", "instances": _instances("diabetes", 4)})
         c.post("/predict", json={"model": "breast-cancer", "instances": [{"x": 1}]})
         c.post("/predict", json={"model": "nope", "instances": [{"x": 1}]})
         odd = _instances("diabetes", 1)[0] | {"bmi": 1000.0}
         c.post("/predict", json={"model": "diabetes", "instances": [odd]}).raise_for_status()
-        c.post("/feedback", json={"model": "breast-cancer", "items": [
-            {"prediction": 1, "label": 1}, {"prediction": 1, "label": 0}]}).raise_for_status()
-        c.post("/feedback", json={"model": "diabetes", "items": [
-            {"prediction": 100.0, "label": 110.0}, {"prediction": 50, "label": 47}]})
+        c.post(
+            "/feedback",
+            json={
+                "model": "breast-cancer",
+                "items": [{"prediction": 1, "label": 1}, {"prediction": 1, "label": 0}],
+            },
+        ).raise_for_status()
+        c.post(
+            "/feedback",
+            json={
+                "model": "diabetes",
+                "items": [{"prediction": 100.0, "label": 110.0}, {"prediction": 50, "label": 47}],
+            },
+        )
         text = _after_drift_flush(c, before, "bmi", 5)
 
     def delta(name: str, **labels: str) -> float:
@@ -71,8 +90,7 @@ def test_metrics_carry_every_documented_series(server) -> None:
 
     m = {"model_name": "breast-cancer", "model_version": bc}
     d = {"model_name": "diabetes", "model_version": db}
-    assert value(text, "modelport_model_info", framework="sklearn",
-                 task="classification", **m) == 1
+    assert value(text, "modelport_model_info", framework="sklearn", task="classification", **m) == 1
     assert value(text, "modelport_model_test_metric", metric="accuracy", **m) >= 0.95
     assert value(text, "modelport_model_test_metric", metric="r2", **d) >= 0.4
     assert delta("modelport_requests_total", endpoint="predict", code="200", **m) == 1
@@ -82,22 +100,27 @@ def test_metrics_carry_every_documented_series(server) -> None:
     assert delta("modelport_inference_duration_seconds_count", **m) == 1
     assert delta("modelport_batch_size_sum", **m) == 10
     assert delta("modelport_predictions_total", **m) == 10
-    assert {lab["class"] for n, lab, _ in samples(text)
-            if n == "modelport_predictions_total" and lab["model_name"] == "breast-cancer"} \
-        <= {"0", "1"}
+    assert {
+        lab["class"]
+        for n, lab, _ in samples(text)
+        if n == "modelport_predictions_total" and lab["model_name"] == "breast-cancer"
+    } <= {"0", "1"}
     assert delta("modelport_prediction_value_count", **d) == 5
     # Drift: every monitored feature saw each row once; bmi=1000 is out of range.
     assert delta("modelport_drift_bin_total", feature="mean radius", **m) == 10
     assert delta("modelport_drift_bin_total", feature="bmi", **d) == 5
     assert delta("modelport_drift_out_of_range_total", feature="bmi", **d) == 1
-    ref = [v for n, lab, v in samples(text) if n == "modelport_drift_reference_ratio"
-           and lab["feature"] == "bmi" and lab["model_name"] == "diabetes"]
+    ref = [
+        v
+        for n, lab, v in samples(text)
+        if n == "modelport_drift_reference_ratio"
+        and lab["feature"] == "bmi"
+        and lab["model_name"] == "diabetes"
+    ]
     assert sum(ref) == pytest.approx(1.0, abs=1e-3) and len(ref) >= 5
     assert delta("modelport_missing_values_total", feature="mean radius", **m) == 1
-    assert delta("modelport_feedback_total", predicted="1", actual="0", correct="false",
-                 **m) == 1
-    assert delta("modelport_feedback_total", predicted="1", actual="1", correct="true",
-                 **m) == 1
+    assert delta("modelport_feedback_total", predicted="1", actual="0", correct="false", **m) == 1
+    assert delta("modelport_feedback_total", predicted="1", actual="1", correct="true", **m) == 1
     assert delta("modelport_feedback_observations_total", **d) == 2
     assert delta("modelport_feedback_absolute_error_total", **d) == pytest.approx(13.0)
     assert delta("modelport_feedback_squared_error_total", **d) == pytest.approx(109.0)
@@ -115,8 +138,9 @@ def _train_csv_model(tmp_path: Path, name: str, settings) -> str:  # type: ignor
     path = tmp_path / f"{name}.csv"
     frame.to_csv(path, index=False)
     data = load_csv(path, "target", task=None, min_rows=30, max_categories=50)
-    result = train(data, name=name, framework="sklearn", settings=settings,
-                   console=Console(quiet=True))
+    result = train(
+        data, name=name, framework="sklearn", settings=settings, console=Console(quiet=True)
+    )
     assert result.registered
     return result.tag
 
@@ -126,8 +150,9 @@ def test_tampered_model_keeps_the_service_unready(tmp_path, settings, start_serv
     path = Path(store.resolve(tag).path) / "saved_model.pkl"
     path.write_bytes(path.read_bytes() + b"\0")
     s = start_server(tag, wait=False)
-    _assert_unready(s, f"model not ready: model {tag}: integrity check failed: "
-                       "saved_model.pkl: sha256 mismatch")
+    _assert_unready(
+        s, f"model not ready: model {tag}: integrity check failed: saved_model.pkl: sha256 mismatch"
+    )
 
 
 def test_failed_self_test_keeps_the_service_unready(tmp_path, settings, start_server) -> None:
@@ -135,8 +160,9 @@ def test_failed_self_test_keeps_the_service_unready(tmp_path, settings, start_se
     model = store.resolve(tag)
     card = store.card_of(model)
     flipped = [1 - int(p) for p in card.sample.predictions]
-    bad = card.model_copy(update={"sample": card.sample.model_copy(
-        update={"predictions": flipped})})
+    bad = card.model_copy(
+        update={"sample": card.sample.model_copy(update={"predictions": flipped})}
+    )
     model.info.metadata.update(bad.to_metadata())
     store.write_info(model)
     s = start_server(tag, wait=False)
@@ -205,13 +231,13 @@ def test_two_workers_sum_their_counters(start_server) -> None:
     assert value(text, "modelport_requests_total", endpoint="predict", code="200", **lab) == n
     assert value(text, "modelport_prediction_value_count", **lab) == n
     assert value(text, "modelport_model_info", **lab) == 1  # max, not one per worker
-    pids_seen = {p.pid for p in __import__("psutil").Process(s.proc.pid).children(
-        recursive=True)}
+    pids_seen = {p.pid for p in __import__("psutil").Process(s.proc.pid).children(recursive=True)}
     assert len(pids_seen) >= 2
 
 
 def test_monitoring_off_keeps_request_counts_and_drops_the_per_request_series(
-    trained, start_server,
+    trained,
+    start_server,
 ) -> None:
     s = start_server("breast-cancer", env={"MODELPORT_MONITORING": "false"})
     rows = _instances("breast-cancer", 3)
@@ -219,8 +245,10 @@ def test_monitoring_off_keeps_request_counts_and_drops_the_per_request_series(
         r = c.post("/predict", json={"instances": rows})
         text = c.get("/metrics").text
     assert r.status_code == 200 and len(r.json()["predictions"]) == 3
-    lab = {"model_name": "breast-cancer",
-           "model_version": store.resolve("breast-cancer").tag.version}
+    lab = {
+        "model_name": "breast-cancer",
+        "model_version": store.resolve("breast-cancer").tag.version,
+    }
     assert value(text, "modelport_requests_total", endpoint="predict", code="200", **lab) == 1
     assert value(text, "modelport_model_info", **lab) == 1
     assert value(text, "modelport_drift_bin_total", **lab) == 0
@@ -251,9 +279,13 @@ def test_pending_drift_counts_are_flushed_at_shutdown(trained, start_server, tmp
         assert value(c.get("/metrics").text, "modelport_drift_bin_total", feature="bmi") == 0
     s.stop()
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(tmp_path / "bentoml-home" /
-                                             "prometheus_multiproc_dir"))
-    counted = sum(sample.value for fam in registry.collect() for sample in fam.samples
-                  if sample.name == "modelport_drift_bin_total"
-                  and sample.labels.get("feature") == "bmi")
+    MultiProcessCollector(
+        registry, path=str(tmp_path / "bentoml-home" / "prometheus_multiproc_dir")
+    )
+    counted = sum(
+        sample.value
+        for fam in registry.collect()
+        for sample in fam.samples
+        if sample.name == "modelport_drift_bin_total" and sample.labels.get("feature") == "bmi"
+    )
     assert counted == 7

@@ -40,14 +40,22 @@ def prometheus(server, tmp_path_factory):  # type: ignore[no-untyped-def]
     )
     port = srv.free_port()
     proc = subprocess.Popen(
-        [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=(work / "log").open("wb"), stderr=subprocess.STDOUT,
+        [
+            binary,
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=(work / "log").open("wb"),
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60,
-              lambda: (work / "log").read_text())
+        _wait(
+            lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200,
+            60,
+            lambda: (work / "log").read_text(),
+        )
         _wait(lambda: _query(url, 'up{job="modelport"}') == [1.0], 30, lambda: "no scrape")
         yield url
     finally:
@@ -80,17 +88,31 @@ def _query(url: str, promql: str) -> list[float]:
 
 
 def _wave(server) -> None:  # type: ignore[no-untyped-def]
-    diabetes = json.loads(RECIPES["diabetes"].load().drop(columns=["target"]).head(20)
-                          .to_json(orient="records"))
+    diabetes = json.loads(
+        RECIPES["diabetes"].load().drop(columns=["target"]).head(20).to_json(orient="records")
+    )
     drifted = [row | {"bmi": 1000.0} for row in diabetes]
     with server.client() as c:
         c.post("/predict", json={"model": "diabetes", "instances": drifted}).raise_for_status()
-        c.post("/feedback", json={"model": "breast-cancer-keras", "items": [
-            {"prediction": 1, "label": 1}, {"prediction": 0, "label": 0},
-            {"prediction": 1, "label": 1}, {"prediction": 1, "label": 0}]}).raise_for_status()
-        c.post("/feedback", json={"model": "diabetes", "items": [
-            {"prediction": 100, "label": 103}, {"prediction": 50, "label": 46}]}
-               ).raise_for_status()
+        c.post(
+            "/feedback",
+            json={
+                "model": "breast-cancer-keras",
+                "items": [
+                    {"prediction": 1, "label": 1},
+                    {"prediction": 0, "label": 0},
+                    {"prediction": 1, "label": 1},
+                    {"prediction": 1, "label": 0},
+                ],
+            },
+        ).raise_for_status()
+        c.post(
+            "/feedback",
+            json={
+                "model": "diabetes",
+                "items": [{"prediction": 100, "label": 103}, {"prediction": 50, "label": 46}],
+            },
+        ).raise_for_status()
 
 
 def test_prometheus_scrapes_drift_and_feedback(server, prometheus) -> None:
@@ -99,34 +121,50 @@ def test_prometheus_scrapes_drift_and_feedback(server, prometheus) -> None:
     for _ in range(3):  # increments spread over several scrapes, so rate() sees them
         _wave(server)
         time.sleep(1.5)
-    _wait(lambda: bool(_query(prometheus, 'modelport_drift_bin_total{model_name="diabetes",'
-                                          'feature="bmi"}')), 30, lambda: "no drift series")
+    _wait(
+        lambda: bool(
+            _query(prometheus, 'modelport_drift_bin_total{model_name="diabetes",feature="bmi"}')
+        ),
+        30,
+        lambda: "no drift series",
+    )
     time.sleep(2.5)
 
-    psi = {x["metric"]["feature"]: float(x["value"][1]) for x in _vector(
-        prometheus, queries["psi"]) if x["metric"]["model_name"] == "diabetes"}
+    psi = {
+        x["metric"]["feature"]: float(x["value"][1])
+        for x in _vector(prometheus, queries["psi"])
+        if x["metric"]["model_name"] == "diabetes"
+    }
     assert psi["bmi"] > 2.0, psi  # every live bmi is above the training range
     assert set(psi) >= {"age", "bmi", "s6"}
 
-    acc = {x["metric"]["model_name"]: float(x["value"][1])
-           for x in _vector(prometheus, queries["accuracy"])}
+    acc = {
+        x["metric"]["model_name"]: float(x["value"][1])
+        for x in _vector(prometheus, queries["accuracy"])
+    }
     assert acc["breast-cancer-keras"] == pytest.approx(0.75)
 
-    f1 = {(x["metric"]["model_name"], x["metric"]["class"]): float(x["value"][1])
-          for x in _vector(prometheus, queries["f1"])}
+    f1 = {
+        (x["metric"]["model_name"], x["metric"]["class"]): float(x["value"][1])
+        for x in _vector(prometheus, queries["f1"])
+    }
     # Class 1: precision 2/3, recall 1 -> F1 0.8. Class 0: precision 1, recall 1/2 -> 2/3.
     assert f1[("breast-cancer-keras", "1")] == pytest.approx(0.8)
     assert f1[("breast-cancer-keras", "0")] == pytest.approx(2 / 3)
 
-    rmse = {x["metric"]["model_name"]: float(x["value"][1])
-            for x in _vector(prometheus, queries["rmse"])}
-    mae = {x["metric"]["model_name"]: float(x["value"][1])
-           for x in _vector(prometheus, queries["mae"])}
-    assert rmse["diabetes"] == pytest.approx(12.5 ** 0.5)
+    rmse = {
+        x["metric"]["model_name"]: float(x["value"][1])
+        for x in _vector(prometheus, queries["rmse"])
+    }
+    mae = {
+        x["metric"]["model_name"]: float(x["value"][1]) for x in _vector(prometheus, queries["mae"])
+    }
+    assert rmse["diabetes"] == pytest.approx(12.5**0.5)
     assert mae["diabetes"] == pytest.approx(3.5)
 
-    p99 = {x["metric"]["model_name"]: float(x["value"][1])
-           for x in _vector(prometheus, queries["p99"])}
+    p99 = {
+        x["metric"]["model_name"]: float(x["value"][1]) for x in _vector(prometheus, queries["p99"])
+    }
     assert 0 < p99["diabetes"] < 5
     err = _vector(prometheus, queries["error_ratio"])
     assert all(float(x["value"][1]) == 0 for x in err if x["metric"]["model_name"] == "diabetes")

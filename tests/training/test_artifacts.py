@@ -15,8 +15,9 @@ KERAS = "breast-cancer-keras"
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize(("score", "accepted"), [(0.95, True), (0.941, True), (0.939, False),
-                                                  (0.97, True)])
+@pytest.mark.parametrize(
+    ("score", "accepted"), [(0.95, True), (0.941, True), (0.939, False), (0.97, True)]
+)
 def test_judge_applies_the_tolerance(tmp_path: Path, score: float, accepted: bool) -> None:
     path = tmp_path / "model.tflite"
     path.write_bytes(b"x" * 100)
@@ -28,15 +29,23 @@ def test_judge_applies_the_tolerance(tmp_path: Path, score: float, accepted: boo
 
 
 def _artifact(kind: str, accepted: bool) -> Artifact:
-    return Artifact(kind=kind, path=kind, metric="accuracy", score=0.9, delta=-0.02,
-                    accepted=accepted, reason="test accuracy 0.9000 vs original 0.9200 "
-                    "(-0.0200); beyond tolerance 0.01", size_bytes=1)
+    return Artifact(
+        kind=kind,
+        path=kind,
+        metric="accuracy",
+        score=0.9,
+        delta=-0.02,
+        accepted=accepted,
+        reason="test accuracy 0.9000 vs original 0.9200 (-0.0200); beyond tolerance 0.01",
+        size_bytes=1,
+    )
 
 
 @pytest.mark.integration
 def test_artifact_choice(trained) -> None:
-    card = trained[KERAS].card.model_copy(update={"artifacts": [
-        _artifact("saved_model", True), _artifact("tflite", False)]})
+    card = trained[KERAS].card.model_copy(
+        update={"artifacts": [_artifact("saved_model", True), _artifact("tflite", False)]}
+    )
     assert store.keras_artifact(card, "auto") == "saved_model"
     assert store.keras_artifact(card, "keras") == "keras"
     with pytest.raises(store.StoreError, match=r"no accepted 'tflite' artifact.*beyond tolerance"):

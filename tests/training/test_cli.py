@@ -43,10 +43,14 @@ def _bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
     return [
         (["--csv", str(tmp / "missing.csv")], "missing.csv: no such file"),
         (["--csv", str(empty)], "empty.csv: file is empty"),
-        (["--csv", str(_write(tmp / "g.csv", _good())), "--target", "nope"],
-         "target column 'nope' not found"),
-        (["--csv", str(_write(tmp / "nan.csv", nan))],
-         "column 'z' has missing values in 2 row(s) (first at line 5)"),
+        (
+            ["--csv", str(_write(tmp / "g.csv", _good())), "--target", "nope"],
+            "target column 'nope' not found",
+        ),
+        (
+            ["--csv", str(_write(tmp / "nan.csv", nan))],
+            "column 'z' has missing values in 2 row(s) (first at line 5)",
+        ),
         (["--csv", str(_write(tmp / "text.csv", text))], "column 'note' is text"),
         (["--csv", str(_write(tmp / "single.csv", single))], "has a single class"),
         (["--csv", str(_write(tmp / "few.csv", _good(15)))], "15 rows are too few"),
@@ -72,8 +76,9 @@ def test_bad_data_fails_cleanly_and_writes_nothing(tmp_path: Path) -> None:
 def test_cli_trains_csv_and_lists_it(tmp_path: Path) -> None:
     runner = CliRunner()
     path = _write(tmp_path / "ok.csv", _good())
-    result = runner.invoke(app, ["train", "--csv", str(path), "--target", "label",
-                                 "--name", "cli-ok", "--promote"])
+    result = runner.invoke(
+        app, ["train", "--csv", str(path), "--target", "label", "--name", "cli-ok", "--promote"]
+    )
     assert result.exit_code == 0, result.output
     tag = result.output.strip().splitlines()[-1]
     assert tag.startswith("cli-ok:")

@@ -16,12 +16,14 @@ pytestmark = pytest.mark.unit
 def _frame(n: int = 60, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n)
-    return pd.DataFrame({
-        "x1": x,
-        "x2": rng.normal(size=n),
-        "colour": rng.choice(["red", "green", "blue"], size=n),
-        "label": np.where(x > 0, "yes", "no"),
-    })
+    return pd.DataFrame(
+        {
+            "x1": x,
+            "x2": rng.normal(size=n),
+            "colour": rng.choice(["red", "green", "blue"], size=n),
+            "label": np.where(x > 0, "yes", "no"),
+        }
+    )
 
 
 def _load(path: Path, target: str = "label", task=None):  # type: ignore[no-untyped-def]
@@ -86,8 +88,11 @@ def test_nan_names_column_rows_and_line(tmp_path: Path) -> None:
     frame.loc[[4, 9, 10], "x2"] = np.nan
     path = tmp_path / "nan.csv"
     frame.to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"column 'x2' has missing values in 3 row\(s\) "
-                                        r"\(first at line 6\)"):
+    with pytest.raises(
+        DataError,
+        match=r"column 'x2' has missing values in 3 row\(s\) "
+        r"\(first at line 6\)",
+    ):
         _load(path)
 
 
@@ -128,8 +133,11 @@ def test_rare_class(tmp_path: Path) -> None:
 def test_regression_target_must_be_numeric(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     _frame().to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"regression target 'label' is not numeric "
-                                        r"\(e.g. '.*' at line 2\)"):
+    with pytest.raises(
+        DataError,
+        match=r"regression target 'label' is not numeric "
+        r"\(e.g. '.*' at line 2\)",
+    ):
         _load(path, task="regression")
 
 
@@ -142,6 +150,5 @@ def test_no_feature_columns() -> None:
 def test_booleans_become_integers() -> None:
     frame = _frame()
     frame["flag"] = frame["x1"] > 0.5
-    X, _, _ = validate_frame(frame, "label", source="f", task=None, min_rows=10,
-                             max_categories=5)
+    X, _, _ = validate_frame(frame, "label", source="f", task=None, min_rows=10, max_categories=5)
     assert X["flag"].dtype == "int64"

@@ -42,8 +42,7 @@ def test_stored_model_carries_card_and_reproduces_predictions(trained, settings,
     assert model.info.labels["task"] == RECIPES[recipe].task
     card = store.card_of(model)
     assert card == result.card.model_copy(update={"integrity": card.integrity})
-    assert card.integrity.files and verify_model_files(Path(model.path),
-                                                       card.integrity.files) == []
+    assert card.integrity.files and verify_model_files(Path(model.path), card.integrity.files) == []
     assert len(card.integrity.data_sha256) == 64
     assert [f.name for f in card.features] == list(RECIPES[recipe].load().columns.drop("target"))
     assert all(f.min is not None and f.max is not None for f in card.features)
@@ -64,8 +63,9 @@ def test_stored_model_carries_card_and_reproduces_predictions(trained, settings,
 
     # The loaded model predicts exactly what the trained one did, on the whole test split.
     frame = RECIPES[recipe].load()
-    X, y, task = validate_frame(frame, "target", source=recipe, task=RECIPES[recipe].task,
-                                min_rows=30, max_categories=50)
+    X, y, task = validate_frame(
+        frame, "target", source=recipe, task=RECIPES[recipe].task, min_rows=30, max_categories=50
+    )
     s = split(Dataset(X, y, task, recipe, frame_sha256(frame)), settings)
     loaded = store.predictor_of(model, card).predict(s.X_test)
     again = store.predictor_of(model, card).predict(s.X_test.head(len(card.sample.instances)))
@@ -83,8 +83,11 @@ def test_report_has_the_pictures(trained, recipe) -> None:
     report = trained[recipe].report
     assert report.name == "report.html" and report.stat().st_size > 10_000
     names = {p.name for p in report.parent.glob("*.png")}
-    expected = ({"confusion_matrix.png", "roc_curve.png"} if "cancer" in recipe
-                else {"predicted_vs_actual.png", "residuals.png"})
+    expected = (
+        {"confusion_matrix.png", "roc_curve.png"}
+        if "cancer" in recipe
+        else {"predicted_vs_actual.png", "residuals.png"}
+    )
     if recipe.endswith("keras"):
         expected.add("loss_curve.png")
     assert expected <= names
@@ -93,8 +96,9 @@ def test_report_has_the_pictures(trained, recipe) -> None:
 
 def _cancer() -> Dataset:
     frame = RECIPES["breast-cancer"].load()
-    X, y, task = validate_frame(frame, "target", source="bc", task="classification",
-                                min_rows=30, max_categories=50)
+    X, y, task = validate_frame(
+        frame, "target", source="bc", task="classification", min_rows=30, max_categories=50
+    )
     return Dataset(X, y, task, "bc", frame_sha256(frame))
 
 
@@ -111,8 +115,9 @@ def test_gate_refuses_a_model_worse_than_production(trained, settings) -> None:
     assert not rejected.registered
     assert any("worse than production gated:" in f for f in rejected.gate.failures)
     assert {str(m.tag) for m in store.list_models("gated")} == before
-    forced = train(_cancer(), name="gated", framework="keras", settings=weak, console=quiet,
-                   force=True)
+    forced = train(
+        _cancer(), name="gated", framework="keras", settings=weak, console=quiet, force=True
+    )
     assert forced.registered and forced.gate.failures
     assert store.resolve("gated").tag == store.production_model("gated").tag  # type: ignore[union-attr]
     assert str(store.resolve("gated").tag) == first.tag
@@ -120,15 +125,18 @@ def test_gate_refuses_a_model_worse_than_production(trained, settings) -> None:
 
 def test_gate_minimums_block_registration(settings) -> None:
     strict = settings.model_copy(update={"gate_min_metrics": {"accuracy": 0.9999}})
-    result = train(_cancer(), name="too-strict", framework="sklearn", settings=strict,
-                   console=Console(quiet=True))
+    result = train(
+        _cancer(),
+        name="too-strict",
+        framework="sklearn",
+        settings=strict,
+        console=Console(quiet=True),
+    )
     assert not result.registered
     assert result.gate.failures == [
         f"test accuracy {result.card.evaluation.test['accuracy']:.4f} is below the minimum 0.9999"
     ]
-    assert store.list_models() and not any(
-        m.tag.name == "too-strict" for m in store.list_models()
-    )
+    assert store.list_models() and not any(m.tag.name == "too-strict" for m in store.list_models())
 
 
 def test_promote_archives_the_previous_production(settings) -> None:
@@ -156,8 +164,9 @@ def test_categorical_csv_trains_with_one_hot(tmp_path: Path, settings) -> None:
     from training.data import load_csv
 
     data = load_csv(path, "y", task=None, min_rows=30, max_categories=50)
-    result = train(data, name="cat", framework="sklearn", settings=settings,
-                   console=Console(quiet=True))
+    result = train(
+        data, name="cat", framework="sklearn", settings=settings, console=Console(quiet=True)
+    )
     assert result.registered
     assert result.card.evaluation.test["accuracy"] > 0.9
     assert result.card.classes == ["neg", "pos"]
