@@ -264,34 +264,19 @@ def sweep(
 def batching_server(plan: Plan, model: str) -> Iterator[str]:
     port = server.free_port()
     url = f"http://127.0.0.1:{port}"
-    bentoml_cli = str(Path(sys.executable).with_name("bentoml"))
     root = str(Path(__file__).resolve().parent.parent)
     env = {
-        **os.environ,
         "MODELPORT_BENCH_MODEL": model,
-        "BENTOML_DO_NOT_TRACK": "True",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
     }
     log = Path(tempfile.mkstemp(prefix="modelport-batching-", suffix=".log")[1])
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *pin(plan.server_cpus),
-                bentoml_cli,
-                "serve",
-                "bench.batching_service:Batching",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=root,
-        )
+    proc = server.start(
+        port,
+        env=env,
+        log=log,
+        prefix=pin(plan.server_cpus),
+        service="bench.batching_service:Batching",
+    )
     try:
         server.wait_ready(url, proc, timeout=180, interval=0.05)
         yield url

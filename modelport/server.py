@@ -31,11 +31,13 @@ def start(
     log: Path | None = None,
     service_config: dict[str, Any] | None = None,
     prefix: list[str] | None = None,
+    service: str = SERVICE,
 ) -> subprocess.Popen[bytes]:
     """``bentoml serve`` on 127.0.0.1:port, in its own process group.
 
     ``service_config`` overrides the service's decorator settings (BentoML's
-    ``services.modelport`` config); ``prefix`` wraps the command (e.g. ``taskset``).
+    ``services.modelport`` config); ``prefix`` wraps the command (e.g. ``taskset``);
+    ``service`` is the import path served (another service only in benchmarks).
     """
     child_env = {**os.environ, **(env or {})}
     child_env.setdefault("BENTOML_DO_NOT_TRACK", "True")
@@ -54,7 +56,7 @@ def start(
             *(prefix or []),
             str(bentoml_cli),
             "serve",
-            SERVICE,
+            service,
             "--host",
             "127.0.0.1",
             "--port",

@@ -31,3 +31,16 @@ def test_bare_and_served_endpoints_agree_and_take_load(trained) -> None:
         assert r["errors"] == 0 and r["requests"] > 0 and r["p50_ms"] <= r["p99_ms"]
     assert 0 < ready < 120 and memory["worker_mb"] > 50
     assert json.loads(suite.infer_body(2))["inputs"][0]["shape"] == [2, 30]
+
+
+def test_batching_service_answers_like_the_model(trained) -> None:
+    from bench import suite
+
+    plan = suite.Plan.make(quick=True)
+    rows, card = suite.rows_for("diabetes", 3)
+    X = suite._matrix(rows, card.feature_names)
+    body = json.dumps({"rows": X.tolist()}).encode()
+    expected = suite.load_fast_predictor("diabetes").scores(X)
+    with suite.batching_server(plan, "diabetes") as url:
+        for route in ("plain", "batched", "batched_tight"):
+            assert np.allclose(suite.post(f"{url}/{route}", body), expected), route
