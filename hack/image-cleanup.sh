@@ -19,8 +19,9 @@ find "${VIRTUAL_ENV:-/app/.venv}" -type d -name tests -prune -exec rm -rf {} +
 # uv came from the base interpreter's pip (the service's venv has no pip).
 PATH=/usr/local/bin:/usr/bin:/bin python3 -m pip uninstall -y -q uv >/dev/null 2>&1 || true
 # /root is the host's download cache when the build mounts one there; never empty that.
+# (The build runs this as root, so ~root is the image's /root.)
 if ! grep -qs ' /root ' /proc/self/mountinfo; then
-  rm -rf /root/.cache
+  rm -rf ~root/.cache
 fi
 for tool in gcc cc g++ c++ make git uv; do
   if command -v "$tool" >/dev/null 2>&1; then
