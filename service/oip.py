@@ -1,7 +1,7 @@
 """The hot routes: ``/predict``, Open Inference Protocol V2 (REST), the ``/models``
 listing, and the body-size guard.
 
-Plain Starlette apps mounted into the BentoML service (routes with path
+Plain Starlette routes mounted into the BentoML service (routes with path
 parameters), sharing the service instance's models, validation and metrics.
 """
 
@@ -15,10 +15,9 @@ from typing import Any
 import bentoml
 import numpy as np
 import orjson
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport import __version__
@@ -326,9 +325,11 @@ async def predict(request: Request) -> Response:
     return FastJSON(payload, status_code=status)
 
 
-# One app mounted at "/": BentoML's PassiveMount only claims paths that one of these
-# routes matches, so /readyz, /metrics and the @bentoml.api routes stay BentoML's.
-app = Starlette(
+# One router mounted at "/": BentoML's PassiveMount only claims paths that one of these
+# routes matches, so /readyz, /metrics and the @bentoml.api routes stay BentoML's. A
+# bare Router, not a Starlette app: BentoML's app already wraps it in error and
+# exception middleware, and a second pair cost ~6 % of single-row throughput.
+app = Router(
     routes=[
         Route("/models", list_models),
         Route("/predict", predict, methods=["POST"]),

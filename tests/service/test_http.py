@@ -301,3 +301,10 @@ def test_feedback_validation(server) -> None:
         )
         assert bad.status_code == 400 and "model_version" in bad.text
         assert c.post("/feedback", json={"model": "diabetes", "items": []}).status_code == 400
+
+
+def test_wrong_method_on_a_hot_route_is_405(server) -> None:
+    with server.client() as c:
+        r = c.get("/predict")
+        v2 = c.get("/v2/models/breast-cancer/infer")
+    assert r.status_code == 405 and v2.status_code == 405
