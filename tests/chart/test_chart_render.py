@@ -133,6 +133,41 @@ def test_extra_models_and_bentoml_config(render: Renderer) -> None:
     assert config == {"services": {"modelport": {"workers": 1, "traffic": {"timeout": 30}}}}
 
 
+def test_serving_settings_reach_the_service(render: Renderer) -> None:
+    values = env(stable(render(None)))
+    assert values["MODELPORT_KERAS_ARTIFACT"] == "auto"
+    assert values["MODELPORT_MONITORING"] == "true"
+    assert values["MODELPORT_DRIFT_FLUSH_SECONDS"] == "0.5"
+    docs = render(
+        None,
+        "--set",
+        "serving.kerasArtifact=tflite",
+        "--set",
+        "serving.monitoring=false",
+        "--set",
+        "serving.driftFlushSeconds=0",
+    )
+    values = env(stable(docs))
+    assert (
+        values["MODELPORT_KERAS_ARTIFACT"],
+        values["MODELPORT_MONITORING"],
+        values["MODELPORT_DRIFT_FLUSH_SECONDS"],
+    ) == ("tflite", "false", "0")
+    # What the chart renders is what the service's settings accept.
+    from modelport.settings import ServiceSettings
+
+    settings = ServiceSettings(
+        keras_artifact=values["MODELPORT_KERAS_ARTIFACT"],
+        monitoring=values["MODELPORT_MONITORING"],
+        drift_flush_seconds=values["MODELPORT_DRIFT_FLUSH_SECONDS"],
+    )
+    assert (settings.keras_artifact, settings.monitoring, settings.drift_flush_seconds) == (
+        "tflite",
+        False,
+        0.0,
+    )
+
+
 def test_bentoml_config_overrides_deep_merge(render: Renderer) -> None:
     docs = render(
         None,

@@ -81,6 +81,12 @@ spec:
               value: {{ $v.containerPort | quote }}
             - name: BENTOML_DO_NOT_TRACK
               value: {{ $v.bentoml.doNotTrack | quote }}
+            - name: MODELPORT_KERAS_ARTIFACT
+              value: {{ $v.serving.kerasArtifact | quote }}
+            - name: MODELPORT_MONITORING
+              value: {{ $v.serving.monitoring | quote }}
+            - name: MODELPORT_DRIFT_FLUSH_SECONDS
+              value: {{ $v.serving.driftFlushSeconds | quote }}
             {{- with $v.env }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
