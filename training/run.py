@@ -365,31 +365,16 @@ def _finish(
     elif force:
         gate_lines.insert(0, "failed, registered anyway with --force")
 
-    version = tag.split(":", 1)[1]
-    report_dir = settings.reports_dir / name / version
-    if gate.passed or force:
-        report = write_report(
-            report_dir,
-            tag,
-            card,
-            s.y_test,
-            test_out.predictions,
-            test_out.probabilities,
-            history,
-            gate_lines,
-        )
-        labels = {
-            "framework": framework,
-            "task": data.task,
-            "stage": stage,
-            "trained-by": "modelport",
-        }
-        _register(tag, card, predictor, labels, workdir)
-        return TrainResult(tag, card, report, gate, registered=True)
-    # Rejected: the report still helps to see why, but goes to a scratch folder so the
+    registered = gate.passed or force
+    # A rejected model's report still shows why, but goes to a scratch folder so the
     # reports tree only lists registered versions.
+    report_dir = (
+        settings.reports_dir / name / tag.split(":", 1)[1]
+        if registered
+        else Path(tempfile.mkdtemp(prefix=f"modelport-rejected-{name}-"))
+    )
     report = write_report(
-        Path(tempfile.mkdtemp(prefix=f"modelport-rejected-{name}-")),
+        report_dir,
         tag,
         card,
         s.y_test,
@@ -398,4 +383,12 @@ def _finish(
         history,
         gate_lines,
     )
-    return TrainResult(tag, card, report, gate, registered=False)
+    if registered:
+        labels = {
+            "framework": framework,
+            "task": data.task,
+            "stage": stage,
+            "trained-by": "modelport",
+        }
+        _register(tag, card, predictor, labels, workdir)
+    return TrainResult(tag, card, report, gate, registered=registered)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelport import store
+from tests.inflight import drain_check
 from training.recipes import RECIPES
 
 from .conftest import IMAGE_MODELS, Container, ServiceImage, start_container
@@ -144,22 +144,12 @@ def test_sigterm_drains_in_flight_requests(
     c = start_container(deployment, podman_env, "modelport-image-drain")
     try:
         body = {"model": "breast-cancer", "instances": _rows("breast-cancer", 1) * 1500}
-        results: list[int | str] = []
-
-        def call() -> None:
-            try:
-                with httpx.Client(base_url=c.url, timeout=60) as client:
-                    results.append(client.post("/predict", json=body).status_code)
-            except httpx.HTTPError as exc:
-                results.append(repr(exc))
-
-        threads = [threading.Thread(target=call) for _ in range(8)]
-        for t in threads:
-            t.start()
-        threading.Event().wait(0.5)  # all eight connected; most still queued
-        stop = c.podman("stop", c.name, check=False)  # SIGTERM; SIGKILL after the budget
-        for t in threads:
-            t.join(timeout=90)
+        stopped: list[subprocess.CompletedProcess[str]] = []
+        # SIGTERM; SIGKILL only after the chart's budget.
+        results = drain_check(
+            c.url, body, lambda: stopped.append(c.podman("stop", c.name, check=False))
+        )
+        stop = stopped[0]
         assert stop.returncode == 0, stop.stderr
         assert results == [200] * 8, results
         state = c.state()

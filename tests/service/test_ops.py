@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from modelport import store
+from tests.inflight import drain_check
 from training.recipes import RECIPES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -197,22 +197,7 @@ def _assert_unready(s, line: str) -> None:  # type: ignore[no-untyped-def]
 def test_sigterm_drains_in_flight_requests(start_server) -> None:
     s = start_server("breast-cancer")
     body = {"instances": _instances("breast-cancer", 1) * 1500}
-    results: list[int | str] = []
-
-    def call() -> None:
-        try:
-            with httpx.Client(base_url=s.url, timeout=60) as c:
-                results.append(c.post("/predict", json=body).status_code)
-        except httpx.HTTPError as exc:
-            results.append(repr(exc))
-
-    threads = [threading.Thread(target=call) for _ in range(8)]
-    for t in threads:
-        t.start()
-    time.sleep(0.4)  # all eight connected; most still queued behind the first
-    os.killpg(s.proc.pid, signal.SIGTERM)
-    for t in threads:
-        t.join(timeout=90)
+    results = drain_check(s.url, body, lambda: os.killpg(s.proc.pid, signal.SIGTERM))
     assert results == [200] * 8, results
     assert s.proc.wait(timeout=60) is not None
 
