@@ -1,8 +1,9 @@
-"""The service image: built from a bento with ``bentoml containerize``, and run the way the
-Helm chart's Deployment runs it.
+"""The service image, built from a bento with ``bentoml containerize`` (``modelport build
+--image``).
 
-Pure functions first (tag naming, backend choice, the containerize command, the rendered
-Deployment translated into ``podman run`` arguments); the few that run tools are at the end.
+Pure functions first (tag naming, backend choice, the containerize command); the few that
+run tools are at the end. Running the image the way the chart does is test-only
+(tests/image/podman.py).
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 REPOSITORY = "modelport"
 # Preference order. docker needs a reachable daemon; podman and buildah build daemonless.
@@ -129,229 +129,6 @@ def build_env(backend: str, environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-# --- running as the chart would ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What the Deployment's pod template asks of the model container, in podman's terms."""
-
-    image: str
-    user: str
-    groups: tuple[int, ...]
-    read_only: bool
-    writable: tuple[str, ...]
-    cap_drop: tuple[str, ...]
-    cap_add: tuple[str, ...]
-    no_new_privileges: bool
-    privileged: bool
-    seccomp: str | None
-    env: dict[str, str]
-    container_port: int
-    pull: str
-    cpus: float | None
-    memory: int | None
-    stop_seconds: int
-    startup_budget: float
-    startup_path: str
-    readiness_path: str
-    args: tuple[str, ...] = field(default=())
-
-    def tmpfs_options(self) -> str:
-        # An emptyDir is an ordinary directory: world-writable (kubelet creates it 0777),
-        # executable, owned by fsGroup; a tmpfs with these options behaves the same.
-        return "rw,exec,nosuid,nodev,mode=0777"
-
-
-_PULL = {"Always": "always", "IfNotPresent": "missing", "Never": "never"}
-
-
-def run_spec(deployment: Mapping[str, Any], container: str | None = None) -> RunSpec:
-    """Translate a rendered Deployment (its pod template) into a RunSpec.
-
-    Anything the translation cannot reproduce faithfully (volumes other than emptyDir,
-    env from Secrets, an exec probe) is an error rather than silently dropped, so a chart
-    change cannot make the image test pass vacuously.
-    """
-    pod = deployment["spec"]["template"]["spec"]
-    containers = pod["containers"]
-    c = next((x for x in containers if container in (None, x["name"])), None)
-    if c is None:
-        raise ImageError(f"no container {container!r} in the Deployment")
-    pod_sc: Mapping[str, Any] = pod.get("securityContext") or {}
-    sc: Mapping[str, Any] = {**pod_sc, **(c.get("securityContext") or {})}
-
-    uid, gid = sc.get("runAsUser"), sc.get("runAsGroup")
-    if sc.get("runAsNonRoot") and (uid is None or int(uid) == 0):
-        raise ImageError("runAsNonRoot needs a non-zero runAsUser to check against the image")
-    user = "" if uid is None else f"{uid}" + ("" if gid is None else f":{gid}")
-    groups = tuple(int(g) for g in (pod_sc.get("supplementalGroups") or []))
-    if pod_sc.get("fsGroup") is not None:
-        groups += (int(pod_sc["fsGroup"]),)
-
-    caps = sc.get("capabilities") or {}
-    seccomp = (sc.get("seccompProfile") or {}).get("type")
-    if seccomp not in (None, "RuntimeDefault", "Unconfined"):
-        raise ImageError(f"seccompProfile {seccomp} has no podman equivalent here")
-
-    volumes = {v["name"]: v for v in pod.get("volumes") or []}
-    writable = []
-    for mount in c.get("volumeMounts") or []:
-        volume = volumes.get(mount["name"], {})
-        if "emptyDir" not in volume:
-            raise ImageError(f"volume {mount['name']!r} is not an emptyDir; cannot reproduce it")
-        if not mount.get("readOnly"):
-            writable.append(mount["mountPath"])
-
-    env = {}
-    for item in c.get("env") or []:
-        if "value" not in item:
-            raise ImageError(f"env {item['name']} is not a plain value; cannot reproduce it")
-        env[item["name"]] = str(item["value"])
-    if c.get("envFrom"):
-        raise ImageError("envFrom cannot be reproduced")
-
-    ports = [p for p in c.get("ports") or [] if p.get("protocol", "TCP") == "TCP"]
-    if not ports:
-        raise ImageError("the container declares no TCP port")
-    limits = (c.get("resources") or {}).get("limits") or {}
-    grace = int(pod.get("terminationGracePeriodSeconds", 30))
-    startup = c.get("startupProbe") or c.get("readinessProbe")
-    readiness = c.get("readinessProbe")
-    if startup is None or readiness is None:
-        raise ImageError("the container needs a readiness probe (and a startup probe)")
-
-    return RunSpec(
-        image=str(c["image"]),
-        user=user,
-        groups=groups,
-        read_only=bool(sc.get("readOnlyRootFilesystem")),
-        writable=tuple(writable),
-        cap_drop=tuple(caps.get("drop") or ()),
-        cap_add=tuple(caps.get("add") or ()),
-        no_new_privileges=sc.get("allowPrivilegeEscalation") is False,
-        privileged=bool(sc.get("privileged")),
-        seccomp=seccomp,
-        env=env,
-        container_port=int(ports[0]["containerPort"]),
-        pull=_PULL.get(c.get("imagePullPolicy", "IfNotPresent"), "missing"),
-        cpus=cpu_quantity(limits["cpu"]) if "cpu" in limits else None,
-        memory=memory_quantity(limits["memory"]) if "memory" in limits else None,
-        # preStop runs inside the grace period; what is left is SIGTERM's budget.
-        stop_seconds=max(1, grace - pre_stop_seconds(c)),
-        startup_budget=probe_budget(startup),
-        startup_path=_http_path(startup),
-        readiness_path=_http_path(readiness),
-        args=tuple(c.get("command") or ()) + tuple(c.get("args") or ()),
-    )
-
-
-def probe_budget(probe: Mapping[str, Any]) -> float:
-    """Seconds a probe allows before the kubelet gives up: initialDelaySeconds +
-    failureThreshold x periodSeconds (Kubernetes defaults where unset)."""
-    return float(
-        probe.get("initialDelaySeconds", 0)
-        + probe.get("failureThreshold", 3) * probe.get("periodSeconds", 10)
-    )
-
-
-def _http_path(probe: Mapping[str, Any]) -> str:
-    if "httpGet" not in probe:
-        raise ImageError("only httpGet probes can be reproduced")
-    return str(probe["httpGet"].get("path", "/"))
-
-
-def pre_stop_seconds(container: Mapping[str, Any]) -> int:
-    """How long the preStop hook pauses: ``sleep: {seconds}`` or ``exec: [sleep, N]``."""
-    hook = ((container.get("lifecycle") or {}).get("preStop")) or {}
-    if "sleep" in hook:
-        return int(hook["sleep"]["seconds"])
-    command = (hook.get("exec") or {}).get("command") or []
-    if len(command) == 2 and Path(command[0]).name == "sleep":
-        return int(float(command[1]))
-    return 0
-
-
-def cpu_quantity(value: str | float) -> float:
-    """Kubernetes CPU quantity -> cores: ``"500m"`` -> 0.5, ``"2"`` -> 2.0."""
-    text = str(value)
-    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
-
-
-_MEMORY_UNITS = {
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-}
-
-
-def memory_quantity(value: str | int) -> int:
-    """Kubernetes memory quantity -> bytes: ``"1Gi"`` -> 1073741824."""
-    text = str(value)
-    for suffix in sorted(_MEMORY_UNITS, key=len, reverse=True):
-        if text.endswith(suffix):
-            return int(float(text[: -len(suffix)]) * _MEMORY_UNITS[suffix])
-    return int(float(text))
-
-
-def podman_run_args(
-    spec: RunSpec, *, name: str, host_port: int, host_ip: str = "127.0.0.1"
-) -> list[str]:
-    """``podman run`` arguments (after ``podman``) for one pod's model container.
-
-    The port is published rather than shared with the host, so the container listens on
-    its own network namespace exactly where the chart says.
-    """
-    args = ["run", "--detach", "--name", name, f"--pull={spec.pull}"]
-    if spec.user:
-        args += ["--user", spec.user]
-    for gid in spec.groups:
-        args += ["--group-add", str(gid)]
-    if spec.read_only:
-        # podman otherwise adds writable tmpfs at /tmp, /run and /var/tmp, which the pod
-        # does not have; only the chart's emptyDir mounts may be writable.
-        args += ["--read-only", "--read-only-tmpfs=false"]
-    for path in spec.writable:
-        args += ["--tmpfs", f"{path}:{spec.tmpfs_options()}"]
-    args += [f"--cap-drop={cap}" for cap in spec.cap_drop]
-    args += [f"--cap-add={cap}" for cap in spec.cap_add]
-    if spec.no_new_privileges:
-        args += ["--security-opt=no-new-privileges"]
-    if spec.privileged:
-        args += ["--privileged"]
-    if spec.seccomp == "Unconfined":
-        args += ["--security-opt=seccomp=unconfined"]
-    for key, value in spec.env.items():
-        args += ["--env", f"{key}={value}"]
-    if spec.cpus is not None:
-        args += [f"--cpus={spec.cpus:g}"]
-    if spec.memory is not None:
-        args += [f"--memory={spec.memory}"]
-    args += [f"--stop-timeout={spec.stop_seconds}"]
-    args += ["--publish", f"{host_ip}:{host_port}:{spec.container_port}"]
-    args.append(spec.image)
-    args += list(spec.args)
-    return args
-
-
-def containers_conf(nofile: tuple[int, int], nproc: tuple[int, int]) -> str:
-    """containers.conf for running containers here. podman raises the open-files and
-    process limits of a rootful container to 1048576 by default, which fails where root
-    lacks CAP_SYS_RESOURCE (a sandboxed CI runner); give containers the limits the caller
-    has instead."""
-    return (
-        "# Written by modelport (modelport/image.py): container limits = the caller's own.\n"
-        "[containers]\n"
-        f'default_ulimits = ["nofile={nofile[0]}:{nofile[1]}", '
-        f'"nproc={nproc[0]}:{nproc[1]}"]\n'
-    )
-
-
 # --- I/O ---------------------------------------------------------------------------------
 
 
@@ -415,24 +192,6 @@ def write_build_home(path: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists() or target.read_text() != text:
             target.write_text(text)
-    return path
-
-
-def write_containers_conf(path: Path) -> Path:
-    import resource
-
-    # A container's processes count against pid_max whatever nproc says; podman caps there.
-    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
-
-    def limits(which: int, ceiling: int) -> tuple[int, int]:
-        soft, hard = resource.getrlimit(which)
-        fit = [ceiling if v == resource.RLIM_INFINITY else min(v, ceiling) for v in (soft, hard)]
-        return fit[0], fit[1]
-
-    nofile = limits(resource.RLIMIT_NOFILE, 1048576)
-    nproc = limits(resource.RLIMIT_NPROC, pid_max)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(containers_conf(nofile, nproc))
     return path
 
 

@@ -23,6 +23,7 @@ from modelport import image
 from modelport import server as srv
 from tests.chart.chartlib import Renderer, one, require_tool
 from tests.conftest import IN_CI, ROOT
+from tests.image import podman
 
 # A sklearn-only bento: modelport.bento drops TensorFlow, so the image stays small.
 IMAGE_MODELS = ("breast-cancer", "diabetes")
@@ -70,7 +71,7 @@ def podman_env() -> dict[str, str]:
         os.geteuid() == 0,
         "the image tests need root (rootful podman; debootstrap for the stand-in base image)",
     )
-    conf = image.write_containers_conf(ROOT / ".tools" / "containers" / "containers.conf")
+    conf = podman.write_containers_conf(ROOT / ".tools" / "containers" / "containers.conf")
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
     info = subprocess.run(["podman", "info"], env=env, capture_output=True, text=True, check=False)
     _need(info.returncode == 0, f"podman does not work here: {info.stderr.strip()[-500:]}")
@@ -186,7 +187,7 @@ def deployment(helm: str, service_image: ServiceImage) -> dict[str, Any]:
 class Container:
     name: str
     url: str
-    spec: image.RunSpec
+    spec: podman.RunSpec
     env: dict[str, str]
     ready_seconds: float = 0.0
 
@@ -218,11 +219,11 @@ class Container:
 def start_container(deployment: dict[str, Any], env: dict[str, str], name: str) -> Container:
     """`podman run` with the arguments the Deployment translates to; waits until the
     readiness path answers 200, failing once the startup probe's budget is spent."""
-    spec = image.run_spec(deployment, "modelport")
+    spec = podman.run_spec(deployment, "modelport")
     port = srv.free_port()
     c = Container(name, f"http://127.0.0.1:{port}", spec, env)
     c.remove()  # a leftover of an interrupted run
-    run = c.podman(*image.podman_run_args(spec, name=name, host_port=port), check=False)
+    run = c.podman(*podman.podman_run_args(spec, name=name, host_port=port), check=False)
     if run.returncode != 0:
         pytest.fail(f"podman run failed: {run.stderr.strip()}")
     start = time.monotonic()

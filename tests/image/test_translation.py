@@ -1,5 +1,6 @@
-"""modelport.image's pure parts: tags, backend choice, the containerize command, and the
-rendered Deployment translated into `podman run` arguments."""
+"""modelport.image's pure parts (tags, backend choice, the containerize command) and the
+tests' translation of the rendered Deployment into `podman run` arguments
+(tests/image/podman.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from modelport import image
+from tests.image import podman
 
 pytestmark = pytest.mark.unit
 
@@ -97,7 +99,7 @@ def test_build_home_configures_tls_from_the_system_store_and_holds_no_secrets() 
 
 @pytest.mark.parametrize(("quantity", "cores"), [("500m", 0.5), ("1", 1.0), ("2.5", 2.5), (2, 2.0)])
 def test_cpu_quantity(quantity: str | int, cores: float) -> None:
-    assert image.cpu_quantity(quantity) == cores
+    assert podman.cpu_quantity(quantity) == cores
 
 
 @pytest.mark.parametrize(
@@ -105,7 +107,7 @@ def test_cpu_quantity(quantity: str | int, cores: float) -> None:
     [("1Gi", 2**30), ("512Mi", 512 * 2**20), ("1G", 10**9), ("1500k", 1_500_000), (1024, 1024)],
 )
 def test_memory_quantity(quantity: str | int, size: int) -> None:
-    assert image.memory_quantity(quantity) == size
+    assert podman.memory_quantity(quantity) == size
 
 
 def test_human_size() -> None:
@@ -115,16 +117,16 @@ def test_human_size() -> None:
 
 
 def test_probe_budget_uses_kubernetes_defaults() -> None:
-    assert image.probe_budget({"periodSeconds": 5, "failureThreshold": 60}) == 300
-    assert image.probe_budget({"initialDelaySeconds": 7}) == 37
-    assert image.pre_stop_seconds({"lifecycle": {"preStop": {"sleep": {"seconds": 4}}}}) == 4
+    assert podman.probe_budget({"periodSeconds": 5, "failureThreshold": 60}) == 300
+    assert podman.probe_budget({"initialDelaySeconds": 7}) == 37
+    assert podman.pre_stop_seconds({"lifecycle": {"preStop": {"sleep": {"seconds": 4}}}}) == 4
     assert (
-        image.pre_stop_seconds(
+        podman.pre_stop_seconds(
             {"lifecycle": {"preStop": {"exec": {"command": ["/bin/sleep", "10"]}}}}
         )
         == 10
     )
-    assert image.pre_stop_seconds({}) == 0
+    assert podman.pre_stop_seconds({}) == 0
 
 
 def _deployment() -> dict[str, Any]:
@@ -179,8 +181,8 @@ def _pairs(args: list[str], flag: str) -> list[str]:
 
 
 def test_deployment_becomes_podman_arguments() -> None:
-    spec = image.run_spec(_deployment())
-    args = image.podman_run_args(spec, name="mp", host_port=18000)
+    spec = podman.run_spec(_deployment())
+    args = podman.podman_run_args(spec, name="mp", host_port=18000)
     assert args[0] == "run" and args[-1] == "modelport:v1"
     assert _pairs(args, "--user") == ["1034:1034"]
     assert _pairs(args, "--group-add") == ["2000"]  # fsGroup owns the emptyDir
@@ -205,7 +207,7 @@ def test_container_settings_override_the_pods() -> None:
     c = dep["spec"]["template"]["spec"]["containers"][0]
     c["securityContext"] = {"runAsUser": 4242}
     c["imagePullPolicy"] = "Never"
-    args = image.podman_run_args(image.run_spec(dep), name="mp", host_port=1)
+    args = podman.podman_run_args(podman.run_spec(dep), name="mp", host_port=1)
     assert _pairs(args, "--user") == ["4242"]
     assert "--read-only" not in args and "--cap-drop=ALL" not in args
     assert "--security-opt=no-new-privileges" not in args and "--pull=never" in args
@@ -215,7 +217,7 @@ def test_only_the_charts_mounts_are_writable() -> None:
     dep = _deployment()
     c = dep["spec"]["template"]["spec"]["containers"][0]
     c["volumeMounts"] = c["volumeMounts"][1:]
-    args = image.podman_run_args(image.run_spec(dep), name="mp", host_port=1)
+    args = podman.podman_run_args(podman.run_spec(dep), name="mp", host_port=1)
     assert [t.split(":")[0] for t in _pairs(args, "--tmpfs")] == ["/home/bentoml/tmp"]
 
 
@@ -249,11 +251,11 @@ def test_what_cannot_be_reproduced_is_an_error(change: Any, message: str) -> Non
     pod = dep["spec"]["template"]["spec"]
     change(pod["containers"][0], pod)
     with pytest.raises(image.ImageError, match=message):
-        image.run_spec(dep)
+        podman.run_spec(dep)
 
 
 def test_containers_conf_gives_containers_the_callers_limits() -> None:
-    text = image.containers_conf((1024, 20000), (4096, 32768))
+    text = podman.containers_conf((1024, 20000), (4096, 32768))
     assert 'default_ulimits = ["nofile=1024:20000", "nproc=4096:32768"]' in text
     assert text.splitlines()[1] == "[containers]"
 
@@ -264,7 +266,7 @@ def test_the_rendered_chart_translates(helm: str) -> None:
     from tests.chart.chartlib import Renderer, one
 
     dep = one(Renderer(helm)(None, "--set", "image.tag=v1"), "Deployment", "modelport")
-    spec = image.run_spec(dep, "modelport")
+    spec = podman.run_spec(dep, "modelport")
     assert spec.image == "modelport:v1" and spec.user == "1034:1034"
     assert spec.read_only and spec.cap_drop == ("ALL",) and spec.no_new_privileges
     assert "/tmp" in spec.writable and "/home/bentoml/prometheus_multiproc_dir" in spec.writable
