@@ -6,19 +6,13 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup, TyperOption
 
-app = typer.Typer(
-    name="modelport",
-    help="Train, serve and deploy machine-learning models on Kubernetes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 console = Console(stderr=True)
 out = Console()
 
@@ -27,8 +21,57 @@ EXIT_GATE = 3  # quality gate refused the model
 
 
 def _fail(message: str, code: int = EXIT_DATA) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def _bare_flags(params: list[Any]) -> list[Any]:
+    # Typer 0.29's rich help prints a flag's type ("--force <bool>"); 0.28 and older hid
+    # any type containing "bool". An empty metavar is what the help then shows.
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Commands(TyperGroup):
+    """Behaviour every command shares: flags shown as flags in --help, and a malformed
+    MODELPORT_* setting reported as one line (exit 2) whichever command reads it."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _bare_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _bare_flags(command.get_params(ctx))
+        return command
+
+    def invoke(self, ctx: Any) -> Any:
+        from pydantic import ValidationError
+        from pydantic_settings.exceptions import SettingsError
+
+        from modelport import settings_check
+
+        try:
+            return super().invoke(ctx)
+        except settings_check.SettingsValueError as exc:
+            raise _fail(str(exc)) from None
+        except (ValidationError, SettingsError) as exc:
+            line = settings_check.describe(exc)
+            if line is None:
+                raise
+            raise _fail(line) from None
+
+
+app = typer.Typer(
+    name="modelport",
+    cls=_Commands,
+    help="Train, serve and deploy machine-learning models on Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 class TaskOpt(str, Enum):
@@ -186,23 +229,64 @@ def _print_result(result: object) -> None:
     console.print(f"report: {result.report}")
 
 
+class OutputOpt(str, Enum):
+    table = "table"
+    json = "json"
+
+
+OUTPUT_HELP = "table (for people; names are never cut) or json (for scripts)."
+
+
+def _print_whole(title: str | None, columns: list[str], rows: list[list[str]]) -> None:
+    """A table whose first column (tags, variable names) is never cut, so it can be copied:
+    other columns wrap. Where even that does not fit the terminal, one block per row."""
+    table = Table(title=title, show_header=True, title_justify="left")
+    widths = [max([len(columns[0]), *(len(r[0]) for r in rows)])]
+    table.add_column(columns[0], no_wrap=True, min_width=widths[0])
+    for i, col in enumerate(columns[1:], start=1):
+        # Narrower than this, a wrapped column is no longer readable: use blocks instead.
+        widths.append(min(10, max([len(col), *(len(r[i]) for r in rows)])))
+        table.add_column(col, overflow="fold", min_width=widths[-1])
+    for row in rows:
+        table.add_row(*row)
+    # Each column adds its two padding spaces and one rule; the table one more rule.
+    if sum(widths) + 3 * len(columns) + 1 <= out.width:
+        out.print(table)
+        return
+    if title:
+        out.print(title, style="bold", highlight=False)
+    for row in rows:
+        out.print(row[0], style="bold", highlight=False, soft_wrap=True)
+        for col, value in zip(columns[1:], row[1:], strict=True):
+            out.print(f"  {col}: {value}", highlight=False)
+
+
+def _print_json(data: object) -> None:
+    # Plain stdout: rich would wrap long lines at the terminal's width.
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
 @app.command("models")
 def list_models(
     name: Annotated[Optional[str], typer.Argument(help="Only this model name.")] = None,  # noqa: UP045
+    output: Annotated[OutputOpt, typer.Option("--output", "-o", help=OUTPUT_HELP)] = (
+        OutputOpt.table
+    ),
 ) -> None:
     """List the models in the store with their stage and headline metrics."""
     from bentoml.exceptions import NotFound
 
     from modelport import store
 
-    table = Table(show_header=True)
-    for col in ("tag", "framework", "task", "stage", "metrics", "created"):
-        table.add_column(col)
     try:
         models = store.list_models(name)
     except NotFound:
         models = []
+    records, rows = [], []
     for m in models:
+        metrics: dict[str, float] | None
         try:
             card = store.card_of(m)
             keys = (
@@ -210,19 +294,37 @@ def list_models(
                 if card.task == "classification"
                 else ("r2", "rmse", "mae")
             )
-            metrics = "  ".join(f"{k} {card.evaluation.test[k]:.3f}" for k in keys)
+            metrics = {k: card.evaluation.test[k] for k in keys if k in card.evaluation.test}
+            metric_text = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
         except store.StoreError:
-            metrics = "(not a modelport model)"
+            metrics, metric_text = None, "(not a modelport model)"
         labels = m.info.labels
-        table.add_row(
-            str(m.tag),
-            labels.get("framework", "?"),
-            labels.get("task", "?"),
-            labels.get("stage", "-"),
-            metrics,
-            m.info.creation_time.strftime("%Y-%m-%d %H:%M"),
+        records.append(
+            {
+                "tag": str(m.tag),
+                "name": m.tag.name,
+                "version": m.tag.version,
+                "framework": labels.get("framework"),
+                "task": labels.get("task"),
+                "stage": labels.get("stage"),
+                "metrics": metrics,
+                "created": m.info.creation_time.isoformat(),
+            }
         )
-    out.print(table)
+        rows.append(
+            [
+                str(m.tag),
+                labels.get("framework", "?"),
+                labels.get("task", "?"),
+                labels.get("stage", "-"),
+                metric_text,
+                m.info.creation_time.strftime("%Y-%m-%d %H:%M"),
+            ]
+        )
+    if output is OutputOpt.json:
+        _print_json(records)
+        return
+    _print_whole(None, ["tag", "framework", "task", "stage", "metrics", "created"], rows)
 
 
 @app.command()
@@ -242,23 +344,42 @@ def promote(
 
 
 @app.command()
-def config() -> None:
+def config(
+    output: Annotated[OutputOpt, typer.Option("--output", "-o", help=OUTPUT_HELP)] = (
+        OutputOpt.table
+    ),
+) -> None:
     """Show every MODELPORT_* setting, its current value and what it does."""
-    from modelport.settings import ENV_PREFIX, ServiceSettings, TrainingSettings
+    import json
 
-    for cls in (TrainingSettings, ServiceSettings):
-        table = Table(title=cls.__doc__, show_header=True)
-        table.add_column("variable")
-        table.add_column("value")
-        table.add_column("description")
-        current = cls()
-        for field_name, field in cls.model_fields.items():
-            table.add_row(
-                f"{ENV_PREFIX}{field_name.upper()}",
-                str(getattr(current, field_name)),
-                field.description or "",
-            )
-        out.print(table)
+    from modelport.settings_check import settings_classes, variable
+
+    groups: list[dict[str, Any]] = []
+    for cls in settings_classes():
+        current = cls().model_dump(mode="json")
+        entries = [
+            {
+                "variable": variable(cls, field_name),
+                # The form the variable takes: JSON for dicts and lists, else plain text.
+                "value": current[field_name],
+                "description": field.description or "",
+            }
+            for field_name, field in cls.model_fields.items()
+        ]
+        groups.append({"settings": cls.__name__, "about": cls.__doc__, "variables": entries})
+    if output is OutputOpt.json:
+        _print_json(groups)
+        return
+    for group in groups:
+        rows = [
+            [
+                str(e["variable"]),
+                e["value"] if isinstance(e["value"], str) else json.dumps(e["value"]),
+                str(e["description"]),
+            ]
+            for e in group["variables"]
+        ]
+        _print_whole(str(group["about"]), ["variable", "value", "description"], rows)
 
 
 @app.command()
@@ -450,6 +571,39 @@ def demo(
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@app.command()
+def explain(
+    model: Annotated[str, typer.Argument(help="Model tag: NAME (production) or NAME:VERSION.")],
+    csv: Annotated[Path, typer.Option(help="CSV file with one column per model feature.")],
+    out_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--out", help="Attributions CSV (default: FILE.attributions.csv)."),
+    ] = None,
+    all_classes: Annotated[
+        bool, typer.Option("--all-classes", help="Explain every class, not only the predicted.")
+    ] = False,
+    top: Annotated[int, typer.Option(min=1, help="Features to print.")] = 10,
+) -> None:
+    """Explain every row of a CSV offline: attributions per feature, top features printed."""
+    from modelport.explain import ExplainError
+    from modelport.explain_cli import ExplainInputError, explain_csv
+
+    try:
+        result = explain_csv(model, csv, out_file, all_classes=all_classes)
+    except (ExplainInputError, ExplainError) as exc:
+        raise _fail(str(exc)) from None
+    ex = result.explanation
+    table = Table(title=f"{result.tag}: {ex.method}, {ex.output}, {len(ex.predictions)} rows")
+    for col in ("feature", "mean |attribution|", "mean attribution"):
+        table.add_column(col)
+    for name, mean_abs, mean in result.top(top):
+        table.add_row(name, f"{mean_abs:.6g}", f"{mean:+.6g}")
+    out.print(table)
+    if result.ignored:
+        console.print(f"ignored columns (not model features): {', '.join(result.ignored)}")
+    out.print(f"attributions written to {result.out}")
 
 
 def main() -> None:
