@@ -271,11 +271,18 @@ def _print_json(data: object) -> None:
 @app.command("models")
 def list_models(
     name: Annotated[Optional[str], typer.Argument(help="Only this model name.")] = None,  # noqa: UP045
+    registry: Annotated[
+        bool, typer.Option("--registry", help="List the registry (MODELPORT_REGISTRY) instead.")
+    ] = False,
     output: Annotated[OutputOpt, typer.Option("--output", "-o", help=OUTPUT_HELP)] = (
         OutputOpt.table
     ),
 ) -> None:
     """List the models in the store with their stage and headline metrics."""
+    if registry:
+        from modelport.registry_cli import list_registry
+
+        return list_registry(name)
     from bentoml.exceptions import NotFound
 
     from modelport import store
@@ -330,8 +337,16 @@ def list_models(
 @app.command()
 def promote(
     tag: Annotated[str, typer.Argument(help="NAME:VERSION to label stage=production.")],
+    registry: Annotated[
+        bool,
+        typer.Option("--registry", help="Move the registry's production alias to it instead."),
+    ] = False,
 ) -> None:
     """Make one version the production version (the previous one is archived)."""
+    if registry:
+        from modelport.registry_cli import promote_registry
+
+        return promote_registry(tag)
     from modelport import store
 
     try:
@@ -604,6 +619,10 @@ def explain(
     if result.ignored:
         console.print(f"ignored columns (not model features): {', '.join(result.ignored)}")
     out.print(f"attributions written to {result.out}")
+
+
+# push, pull, sign, alias and resolve register themselves on `app`.
+from modelport import registry_cli as _registry_cli  # noqa: E402, F401
 
 
 def main() -> None:

@@ -118,5 +118,12 @@ class ServiceSettings(BaseSettings):
         "for the readiness self-test to pass.",
     )
 
+    verify_key: Path | None = Field(
+        None,
+        description="Public key (PEM, elliptic curve) that every served model's signature "
+        "(OpenSSF model-signing, over its files and card) must verify with; a model that is "
+        "unsigned or fails keeps the service unready. Unset: signatures are not enforced.",
+    )
+
     def model_tags(self) -> list[str]:
         return [t.strip() for t in self.models.split(",") if t.strip()]

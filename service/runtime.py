@@ -65,6 +65,12 @@ def _load(tag: str, settings: ServiceSettings) -> _Loaded:
     problems = verify_model_files(Path(model.path), card.integrity.files)
     if problems:
         raise ModelLoadError(f"model {model.tag}: integrity check failed: {'; '.join(problems)}")
+    from modelport.signing import SignatureError, check_on_load
+
+    try:  # with MODELPORT_VERIFY_KEY: the signature over the files and the card
+        check_on_load(Path(model.path), model.info.metadata, settings.verify_key)
+    except SignatureError as exc:
+        raise ModelLoadError(f"model {model.tag}: {exc}") from None
     try:
         predictor = store.predictor_of(model, card, settings.keras_artifact)
     except Exception as exc:  # any loader failure keeps the pod unready, with the reason
