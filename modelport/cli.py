@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -94,7 +95,10 @@ def train(
     target: Annotated[Optional[str], typer.Option(help="Target column of --csv.")] = None,  # noqa: UP045
     task: Annotated[
         Optional[TaskOpt],  # noqa: UP045
-        typer.Option(help="Task for --csv (default: inferred from the target)."),
+        typer.Option(
+            help="Task for --csv (default: inferred; a target with two values is a "
+            "classification)."
+        ),
     ] = None,
     framework: Annotated[FrameworkOpt, typer.Option(help="Framework for --csv.")] = (
         FrameworkOpt.sklearn
@@ -103,8 +107,67 @@ def train(
         Optional[str],  # noqa: UP045
         typer.Option(help="Model name in the store (default: the recipe name)."),
     ] = None,
+    estimator: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Model family: linear (logistic/least squares, the default), ridge, lasso, "
+            "decision-tree, random-forest, hist-gradient-boosting, svm, knn, keras-mlp. "
+            "With --search: search this family only."
+        ),
+    ] = None,
+    param: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            help="Estimator parameter override KEY=VALUE (repeatable), e.g. max_depth=4; "
+            "recorded in the model card."
+        ),
+    ] = None,
+    search: Annotated[
+        bool,
+        typer.Option(
+            "--search",
+            help="Cross-validated model selection over the estimator families and a small "
+            "grid of their parameters, within --budget; the leaderboard goes into the "
+            "model card and the report.",
+        ),
+    ] = False,
+    budget: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Time budget of --search, e.g. 120s or 5m (MODELPORT_SEARCH_BUDGET)."),
+    ] = None,
+    impute: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Missing feature values: median (default; most frequent for text, median "
+            "date for dates), most_frequent, or drop the rows. Recorded in the model card."
+        ),
+    ] = None,
+    unknown_categories: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="At serving, a category never seen in training: error (default: 400 naming "
+            "the feature, value and known categories) or ignore. Recorded per model."
+        ),
+    ] = None,
+    sep: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Delimiter of --csv (default: sniffed among , ; tab |)."),
+    ] = None,
+    encoding: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Encoding of --csv (default: sniffed; a UTF-8 BOM is understood)."),
+    ] = None,
+    drop: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="Leave this column of --csv out of the model (repeatable)."),
+    ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Register even if the quality gate fails.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Register even if the quality gate fails, and train again even if this "
+            "data and these parameters already made a version.",
+        ),
     ] = False,
     promote: Annotated[
         bool, typer.Option("--promote", help="Label the new version stage=production.")
@@ -112,12 +175,24 @@ def train(
 ) -> None:
     """Train, evaluate and register a model (quality-gated)."""
     from modelport.settings import TrainingSettings
-    from training.data import DataError, frame_sha256, load_csv, validate_frame
+    from training.data import DataError, build_dataset, frame_sha256, load_csv
+    from training.estimators import KERAS, ParamError, parse_params, resolve_name
     from training.recipes import RECIPES
+    from training.run import Choice
     from training.run import train as run_train
+    from training.search import parse_budget
 
     settings = TrainingSettings()
+    strategy = impute or settings.impute
+    policy = unknown_categories or settings.unknown_categories
     try:
+        if strategy not in ("median", "most_frequent", "drop"):
+            raise _fail(f"--impute {strategy!r}: choose median, most_frequent or drop")
+        if policy not in ("error", "ignore"):
+            raise _fail(f"--unknown-categories {policy!r}: choose error or ignore")
+        family = resolve_name(estimator) if estimator else None
+        overrides = parse_params(param or [])
+        budget_s = parse_budget(budget or settings.search_budget)
         if (recipe is None) == (csv is None):
             raise _fail("give either a RECIPE or --csv PATH (with --target and --name)")
         if recipe is not None:
@@ -125,17 +200,16 @@ def train(
                 raise _fail(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
             r = RECIPES[recipe]
             frame = r.load()
-            X, y, resolved = validate_frame(
+            data = build_dataset(
                 frame,
                 r.target,
-                source=f"recipe {r.name}",
+                source=f"sklearn.datasets ({r.name})",
+                sha256=frame_sha256(frame),
                 task=r.task,
                 min_rows=settings.min_rows,
                 max_categories=settings.max_categories,
+                impute=strategy,  # type: ignore[arg-type]
             )
-            from training.data import Dataset
-
-            data = Dataset(X, y, resolved, f"sklearn.datasets ({r.name})", frame_sha256(frame))
             fw, model_name = r.framework, name or r.name
         else:
             assert csv is not None
@@ -147,30 +221,54 @@ def train(
                 task=task.value if task else None,
                 min_rows=settings.min_rows,
                 max_categories=settings.max_categories,
+                impute=strategy,  # type: ignore[arg-type]
+                drop=tuple(drop or ()),
+                sep=sep,
+                encoding=encoding,
             )
             fw, model_name = framework.value, name
-    except DataError as exc:
+        if family == KERAS:
+            fw = "keras"
+        elif family is not None and fw == "keras":
+            fw = "sklearn"
+        if search and fw == "keras":
+            raise _fail("--search covers the scikit-learn families; leave out keras-mlp")
+    except (DataError, ParamError, ValueError) as exc:
         raise _fail(str(exc)) from None
     _check_name(model_name)
     if fw == "keras":
         _require_tensorflow()
 
-    result = run_train(
-        data,
-        name=model_name,
-        framework=fw,
-        settings=settings,
-        console=console,
-        force=force,
-        stage="production" if promote else "staging",
+    choice = Choice(
+        estimator=None if family == KERAS else family,
+        params=overrides,
+        search=search,
+        budget_s=budget_s,
+        unknown_categories=policy,  # type: ignore[arg-type]
     )
-    _print_result(result)
-    if not result.registered:
-        raise _fail(
-            "quality gate failed; nothing was registered (use --force to override): "
-            + "; ".join(result.gate.failures),
-            EXIT_GATE,
+    try:
+        result = run_train(
+            data,
+            name=model_name,
+            framework=fw,
+            settings=settings,
+            console=console,
+            force=force,
+            stage="production" if promote else "staging",
+            choice=choice,
         )
+    except ParamError as exc:
+        raise _fail(str(exc)) from None
+    if result.existing:
+        console.print(result.notes[0], highlight=False, soft_wrap=True)
+    else:
+        _print_result(result)
+        if not result.registered:
+            raise _fail(
+                "quality gate failed; nothing was registered (use --force to override): "
+                + "; ".join(result.gate.failures),
+                EXIT_GATE,
+            )
     if promote:
         from modelport import store
 
@@ -178,6 +276,42 @@ def train(
         for old in demoted:
             console.print(f"demoted {old.tag} to stage=archived")
     out.print(result.tag)
+
+
+@app.command()
+def score(
+    model: Annotated[
+        str, typer.Argument(help="NAME (its production version, else the newest) or NAME:VERSION.")
+    ],
+    csv: Annotated[Path, typer.Option(help="CSV file to score: one column per feature.")],
+    out_file: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Where to write the input rows with prediction and probability columns."
+        ),
+    ],
+    sep: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Delimiter of --csv (default: sniffed)."),
+    ] = None,
+    encoding: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Encoding of --csv (default: sniffed)."),
+    ] = None,
+) -> None:
+    """Score a CSV file offline with a stored model, checked by the model's own rules."""
+    from modelport.store import StoreError
+    from training.batch import score_csv
+    from training.data import DataError
+
+    try:
+        result = score_csv(model, csv, out_file, console=console, sep=sep, encoding=encoding)
+    except (DataError, StoreError) as exc:
+        raise _fail(str(exc)) from None
+    for feature, n in sorted(result.imputed.items()):
+        console.print(f"imputed {n} missing value(s) of {feature!r}")
+    console.print(f"scored {result.rows} rows with {result.tag}")
+    out.print(str(result.out))
 
 
 def _check_name(name: str) -> None:
@@ -213,6 +347,19 @@ def _print_result(result: object) -> None:
             f"confusion matrix (rows actual, cols predicted, classes "
             f"{result.card.classes}): {ev.confusion_matrix}"
         )
+    if result.card.leaderboard:
+        board = Table(title="search leaderboard (cross-validated on the train split)")
+        for col in ("estimator", "params", "cv score", "fit s", "predict µs/row"):
+            board.add_column(col)
+        for c in result.card.leaderboard:
+            board.add_row(
+                ("* " if c.chosen else "") + c.estimator,
+                ", ".join(f"{k}={v}" for k, v in c.params.items()),
+                f"{c.metric} {c.cv_mean:.4f} ± {c.cv_std:.4f}",
+                f"{c.fit_seconds:.3f}",
+                f"{c.predict_us_per_row:.0f}",
+            )
+        console.print(board)
     style = "bold yellow" if ev.overfit else "green"
     console.print(
         f"[{style}]{ev.score_name}: train {ev.train_score:.4f}  validation "
@@ -399,23 +546,68 @@ def config(
 
 @app.command()
 def serve(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (BENTOML_PORT also works).")] = 3000,
+    port: Annotated[
+        int, typer.Option(envvar="BENTOML_PORT", help="Port on 127.0.0.1.", min=1, max=65535)
+    ] = 3000,
     models: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(help="Comma-separated model tags (default: MODELPORT_MODELS)."),
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
-    """Serve models with BentoML on 127.0.0.1 (foreground; Ctrl-C stops)."""
-    from modelport import server
+    """Serve models with BentoML on 127.0.0.1, in the foreground, showing the server's log.
 
-    proc = server.start(port, models=models, workers=workers, log=None)
-    proc.stdout = None
-    try:
-        sys.exit(proc.wait())
-    except KeyboardInterrupt:
-        proc.terminate()
-        sys.exit(proc.wait())
+    Once the models have loaded it says ready and serves until stopped: Ctrl-C (SIGINT)
+    or SIGTERM is passed to the server, which finishes the requests it has and exits. If
+    a model cannot be served (not in the store, failed its self-test, ...), it prints
+    each model's reason, stops the server and exits 1; so does a port already in use.
+    """
+    from modelport import server, settings_check
+
+    if models is not None:
+        os.environ["MODELPORT_MODELS"] = models
+    # The server would only log a traceback for these; say it here, before starting it.
+    settings_check.check_all()
+    if server.port_in_use(port):
+        raise _fail(f"port {port} on 127.0.0.1 is in use; choose another with --port", 1)
+    url = f"http://127.0.0.1:{port}"
+    proc = server.start(port, workers=workers, pipe=True)
+    log = server.follow(proc, _show_server_line)
+    with server.forward_signals(proc) as signalled:
+        try:
+            started = server.wait_started(url, proc)
+        except RuntimeError as exc:
+            if signalled.signal is not None:
+                started = None  # stopped while starting: not a failure of the server
+            else:
+                raise _fail(_startup_failure(str(exc), log.tail), 1) from None
+        if started is not None and not started.ready:
+            reasons = "; ".join(started.failed.values()) or "see the log above"
+            server.stop(proc)
+            log.join()
+            raise _fail(f"not serving, models failed to load: {reasons}", 1)
+        if started is not None:
+            console.print(
+                f"[bold green]ready[/] in {started.seconds:.1f}s: {url} "
+                f"(predict: POST {url}/predict, metrics: {url}/metrics); Ctrl-C stops",
+                highlight=False,
+            )
+        code = proc.wait()
+    log.join()
+    if signalled.signal is None and code != 0:
+        raise _fail(f"the server exited with code {code}", 1)
+    raise typer.Exit(code)
+
+
+def _show_server_line(line: str) -> None:
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _startup_failure(message: str, tail: Iterable[str]) -> str:
+    lines = list(tail)
+    if any("address already in use" in line.lower() for line in lines):
+        return f"{message}: its port is in use"
+    return f"{message} (its log is above)"
 
 
 class BackendOpt(str, Enum):
@@ -507,6 +699,31 @@ def _build_image(
 DEMO_RECIPES = ("breast-cancer", "diabetes", "breast-cancer-keras")
 
 
+def _demo_predictions(url: str) -> tuple[dict[str, Any], bytes] | None:
+    """Each served model's stored sample sent to /predict and the answer printed; returns
+    the first (model entry, request body) for the curl example."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/models") as resp:
+        listed = json.load(resp)["models"]
+    first = None
+    for entry in listed:
+        body = json.dumps(entry["sample"]).encode()
+        req = urllib.request.Request(
+            f"{url}/predict", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req) as resp:
+            answer = json.load(resp)
+        out.print(
+            f"[bold]{entry['name']}[/] {entry['version']}: "
+            f"predictions={answer['predictions']} "
+            + (f"probabilities={answer['probabilities']}" if answer.get("probabilities") else "")
+        )
+        first = first or (entry, body)
+    return first
+
+
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port to serve on (0: any free port).")] = 3000,
@@ -518,13 +735,12 @@ def demo(
     ] = False,
 ) -> None:
     """Train the demo models (if needed), serve them and show a sample prediction."""
-    import json
     import subprocess
     import tempfile
-    import urllib.request
 
-    from modelport import server, store
+    from modelport import server, settings_check, store
 
+    settings_check.check_all()
     for recipe in DEMO_RECIPES:
         if retrain or store.production_model(recipe) is None:
             console.rule(f"training {recipe}")
@@ -538,33 +754,30 @@ def demo(
             assert production is not None
             console.print(f"{recipe}: using production version {production.tag}")
     port = port or server.free_port()
+    if server.port_in_use(port):
+        raise _fail(f"port {port} on 127.0.0.1 is in use; choose another with --port", 1)
     url = f"http://127.0.0.1:{port}"
     log = Path(tempfile.gettempdir()) / f"modelport-demo-{port}.log"
     console.rule(f"serving on {url}")
     proc = server.start(port, models=",".join(DEMO_RECIPES), log=log)
-    try:
-        seconds = server.wait_ready(url, proc)
-        console.print(f"ready in {seconds:.1f}s (server log: {log})")
-        with urllib.request.urlopen(f"{url}/models") as resp:
-            listed = json.load(resp)["models"]
-        first = None
-        for entry in listed:
-            body = json.dumps(entry["sample"]).encode()
-            req = urllib.request.Request(
-                f"{url}/predict", data=body, headers={"Content-Type": "application/json"}
-            )
-            with urllib.request.urlopen(req) as resp:
-                answer = json.load(resp)
-            out.print(
-                f"[bold]{entry['name']}[/] {entry['version']}: "
-                f"predictions={answer['predictions']} "
-                + (
-                    f"probabilities={answer['probabilities']}"
-                    if answer.get("probabilities")
-                    else ""
-                )
-            )
-            first = first or (entry, body)
+    # Ctrl-C or SIGTERM reaches the server (its own process group) through this.
+    with server.forward_signals(proc) as signalled:
+        try:
+            started = server.wait_started(url, proc, timeout=300)
+        except (RuntimeError, TimeoutError) as exc:
+            if signalled.signal is not None:
+                return
+            raise _fail(f"{exc}; see {log}", 1) from None
+        if not started.ready:
+            reasons = "; ".join(started.failed.values()) or f"see {log}"
+            raise _fail(f"not serving, models failed to load: {reasons}", 1)
+        console.print(f"ready in {started.seconds:.1f}s (server log: {log})")
+        try:
+            first = _demo_predictions(url)
+        except OSError as exc:  # urllib's errors included
+            if signalled.signal is not None:
+                return  # stopped while the samples ran
+            raise _fail(f"sample prediction failed: {exc}; see {log}", 1) from None
         if first:
             out.print("\nTry it:", style="bold")
             out.print(
@@ -578,14 +791,6 @@ def demo(
             return
         out.print("Serving; Ctrl-C stops.")
         proc.wait()
-    except KeyboardInterrupt:
-        pass
-    except (RuntimeError, TimeoutError) as exc:
-        raise _fail(f"{exc}; see {log}", 1) from None
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 @app.command()
