@@ -96,8 +96,7 @@ def train(
     task: Annotated[
         Optional[TaskOpt],  # noqa: UP045
         typer.Option(
-            help="Task for --csv (default: inferred; a target with two values is a "
-            "classification)."
+            help="Task for --csv (default: inferred; a target with two values is a classification)."
         ),
     ] = None,
     framework: Annotated[FrameworkOpt, typer.Option(help="Framework for --csv.")] = (

@@ -28,15 +28,40 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+FeatureKind = Literal["numeric", "categorical", "datetime"]
+UnknownCategories = Literal["error", "ignore"]
+ImputeStrategy = Literal["median", "most_frequent", "drop"]
+
+# The numeric features a datetime input becomes, in this order, as ``<name>.<part>``.
+DATE_PARTS = ("year", "month", "day", "dayofweek", "hour", "epoch_days")
+
+
 class FeatureSpec(_Strict):
-    """One input column as training saw it."""
+    """One raw input column as training saw it (what a client sends).
+
+    The value rules (``impute``, ``kind="datetime"``) are applied by
+    :func:`modelport.features.prepare_frame`, inside the model pipeline and wherever
+    else raw values meet the model, so training and serving cannot disagree.
+    """
 
     name: str
-    kind: Literal["numeric", "categorical"]
+    kind: FeatureKind = Field(
+        description="numeric; categorical (one-hot, text); datetime (ISO 8601 text, "
+        "expanded into the numeric parts DATE_PARTS inside the model pipeline)"
+    )
     dtype: str = Field(description="pandas dtype of the column at training time")
     min: float | None = Field(None, description="observed minimum (numeric only)")
     max: float | None = Field(None, description="observed maximum (numeric only)")
     categories: list[str] | None = Field(None, description="observed categories (categorical)")
+    impute: Scalar | None = Field(
+        None,
+        description="value a missing input is replaced with (training and serving); "
+        "absent: a missing value is an error",
+    )
+    missing: int = Field(0, description="missing values in the training data (all splits)")
+    date_range: list[str] | None = Field(
+        None, description="earliest and latest training value, ISO 8601 (datetime only)"
+    )
 
 
 class FeatureBins(_Strict):
@@ -88,6 +113,11 @@ class Evaluation(_Strict):
     score_name: str = Field(description="metric used for the train/validation gap")
     overfit_gap: float = Field(description="train_score - validation_score")
     overfit: bool = Field(description="gap exceeded the configured limit")
+    overfit_rule: str | None = Field(None, description="the over-fitting rule, in words")
+    per_class: dict[str, dict[str, float]] | None = Field(
+        None,
+        description="classifiers: class -> precision, recall, f1, support (test split)",
+    )
 
 
 class Artifact(_Strict):
@@ -110,6 +140,61 @@ class Artifact(_Strict):
     )
 
 
+class DataSummary(_Strict):
+    """The training data as read: for the report and for whoever debugs a model."""
+
+    rows: int = Field(description="rows read from the source")
+    rows_used: int = Field(description="rows trained on (after dropping)")
+    dropped_rows: dict[str, int] = Field(
+        default_factory=dict, description="reason -> rows dropped (missing target, --impute drop)"
+    )
+    columns: dict[str, int] = Field(description="feature kind -> number of input columns")
+    dropped_columns: list[str] = Field(default_factory=list, description="--drop columns")
+    impute: ImputeStrategy = Field(description="strategy for missing feature values")
+    missing: dict[str, int] = Field(
+        default_factory=dict, description="feature -> missing values (before imputation)"
+    )
+    class_counts: dict[str, int] | None = Field(None, description="rows per class (classifiers)")
+    delimiter: str | None = Field(None, description="CSV delimiter (sniffed or --sep)")
+    encoding: str | None = Field(None, description="CSV encoding (sniffed or --encoding)")
+
+
+class Candidate(_Strict):
+    """One cross-validated configuration of a model search."""
+
+    estimator: str
+    params: dict[str, Any]
+    metric: str = Field(description="cross-validation score: accuracy or r2")
+    cv_mean: float
+    cv_std: float
+    fit_seconds: float = Field(description="mean fit time per fold")
+    predict_us_per_row: float = Field(
+        description="single-row predict latency (median, microseconds), as served"
+    )
+    chosen: bool = False
+
+
+class ExplainReference(_Strict):
+    """Training-split statistics that explanations start from (``modelport.explain``)."""
+
+    means: dict[str, float] = Field(description="training mean per numeric feature")
+    category_shares: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="training share of each category (categorical)"
+    )
+    background: list[dict[str, Scalar]] = Field(
+        default_factory=list, description="seeded random training rows for sampled explainers"
+    )
+
+
+class Importance(_Strict):
+    """Global importance: mean |attribution| per feature over the held-out test split."""
+
+    method: str = Field(description="explainer: linear-exact, tree-shap or permutation")
+    output: str = Field(description="what was explained: probability (predicted class) or value")
+    rows: int = Field(description="test rows explained")
+    values: dict[str, float] = Field(description="feature -> mean |attribution|")
+
+
 class ModelCard(_Strict):
     """The ``modelport`` metadata entry of a model in the BentoML store."""
 
@@ -130,6 +215,27 @@ class ModelCard(_Strict):
     rows: dict[str, int] = Field(description="rows per split: train, validation, test")
     artifacts: list[Artifact] = Field(
         default_factory=list, description="optimised serving artifacts (Keras models)"
+    )
+    explain: ExplainReference | None = Field(
+        None, description="what explanations need from the training data (absent: older models)"
+    )
+    importance: Importance | None = Field(None, description="global feature importance")
+    # Cards written before these fields existed load with the defaults, which are
+    # the behaviour those models were served with.
+    unknown_categories: UnknownCategories = Field(
+        "ignore",
+        description="a categorical value never seen in training: error (400 naming the "
+        "feature, the value and the known categories) or ignore (one-hot all zeros, "
+        "counted as drift)",
+    )
+    data: DataSummary | None = Field(None, description="what the training data looked like")
+    leaderboard: list[Candidate] | None = Field(
+        None, description="cross-validated candidates when --search ran, best first"
+    )
+    fingerprint: str | None = Field(
+        None,
+        description="sha256 of the data hash and every training parameter: the same "
+        "fingerprint means the same model, so no new version is made",
     )
 
     def artifact(self, kind: str) -> Artifact | None:

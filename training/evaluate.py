@@ -32,6 +32,23 @@ def classification_metrics(y_true: np.ndarray, out: Output, classes: list[Any]) 
         "f1": float(skm.f1_score(y_true, y_pred, **kw)),
         "roc_auc": float(auc),
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        "per_class": per_class(y_true, y_pred, classes),
+    }
+
+
+def per_class(y_true: np.ndarray, y_pred: np.ndarray, classes: list[Any]) -> dict[str, Any]:
+    """Class -> precision, recall, F1 and support on the given rows."""
+    p, r, f, n = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, zero_division=0
+    )
+    return {
+        str(c): {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": float(n[i]),
+        }
+        for i, c in enumerate(classes)
     }
 
 

@@ -48,8 +48,8 @@ def _bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
             "target column 'nope' not found",
         ),
         (
-            ["--csv", str(_write(tmp / "nan.csv", nan))],
-            "column 'z' has missing values in 2 row(s) (first at line 5)",
+            ["--csv", str(_write(tmp / "nan.csv", nan)), "--impute", "mean"],
+            "--impute 'mean': choose median, most_frequent or drop",
         ),
         (["--csv", str(_write(tmp / "text.csv", text))], "column 'note' is text"),
         (["--csv", str(_write(tmp / "single.csv", single))], "has a single class"),

@@ -83,17 +83,21 @@ def test_missing_target_lists_columns(tmp_path: Path) -> None:
         _load(path, target="y")
 
 
-def test_nan_names_column_rows_and_line(tmp_path: Path) -> None:
+def test_missing_values_are_counted_and_kept_for_imputation(tmp_path: Path) -> None:
     frame = _frame()
     frame.loc[[4, 9, 10], "x2"] = np.nan
+    frame.loc[[2], "colour"] = np.nan
     path = tmp_path / "nan.csv"
     frame.to_csv(path, index=False)
-    with pytest.raises(
-        DataError,
-        match=r"column 'x2' has missing values in 3 row\(s\) "
-        r"\(first at line 6\)",
-    ):
-        _load(path)
+    data = _load(path)
+    assert data.summary is not None and data.summary.missing == {"x2": 3, "colour": 1}
+    assert data.summary.impute == "median" and data.summary.rows_used == 60
+    specs = {s.name: s for s in feature_specs(data.X)}
+    assert specs["x2"].missing == 3 and specs["colour"].categories == ["blue", "green", "red"]
+    dropped = load_csv(path, "label", task=None, min_rows=30, max_categories=50, impute="drop")
+    assert len(dropped.X) == 56 and not dropped.X.isna().any().any()
+    assert dropped.summary is not None
+    assert dropped.summary.dropped_rows == {"missing feature values (--impute drop)": 4}
 
 
 def test_unencodable_text_column(tmp_path: Path) -> None:
@@ -126,7 +130,7 @@ def test_rare_class(tmp_path: Path) -> None:
     frame.loc[0, "label"] = "maybe"
     path = tmp_path / "rare.csv"
     frame.to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"class\(es\) \['maybe'\] .* fewer than 3 rows"):
+    with pytest.raises(DataError, match=r"1 class\(es\) .* fewer than 3 rows \('maybe'\)"):
         _load(path)
 
 

@@ -142,7 +142,13 @@ def test_gate_minimums_block_registration(settings) -> None:
 def test_promote_archives_the_previous_production(settings) -> None:
     quiet = Console(quiet=True)
     a = train(_cancer(), name="promo", framework="sklearn", settings=settings, console=quiet)
-    b = train(_cancer(), name="promo", framework="sklearn", settings=settings, console=quiet)
+    # The same data and parameters again make no new version unless forced.
+    same = train(_cancer(), name="promo", framework="sklearn", settings=settings, console=quiet)
+    assert same.existing and same.tag == a.tag and not same.registered
+    assert f"same data (sha256 {same.card.integrity.data_sha256[:12]})" in same.notes[0]
+    b = train(
+        _cancer(), name="promo", framework="sklearn", settings=settings, console=quiet, force=True
+    )
     store.promote(a.tag)
     model, demoted = store.promote(b.tag)
     assert str(model.tag) == b.tag and [str(m.tag) for m in demoted] == [a.tag]
