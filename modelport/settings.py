@@ -35,7 +35,32 @@ class TrainingSettings(BaseSettings):
     overfit_gap: float = Field(
         0.05,
         ge=0,
-        description="Train minus validation score above which a model is flagged as over-fitted.",
+        description="Over-fitting: smallest train minus validation accuracy that can flag a "
+        "classifier (it must also exceed MODELPORT_OVERFIT_RELATIVE_GAP).",
+    )
+    overfit_gap_r2: float = Field(
+        0.10,
+        ge=0,
+        description="Over-fitting: smallest train minus validation R² that can flag a "
+        "regressor (small validation splits make R² noisy).",
+    )
+    overfit_relative_gap: float = Field(
+        0.10,
+        ge=0,
+        description="Over-fitting: the gap must also exceed this share of the train score.",
+    )
+    impute: Literal["median", "most_frequent", "drop"] = Field(
+        "median",
+        description="Missing feature values: median (most frequent value for text, median "
+        "date for dates), most_frequent, or drop the rows. Recorded in the model card.",
+    )
+    unknown_categories: Literal["error", "ignore"] = Field(
+        "error",
+        description="A category never seen in training, at serving: error (400 naming the "
+        "feature, value and known categories) or ignore (counted as drift). Per model.",
+    )
+    search_budget: str = Field(
+        "120s", description="Time budget of `modelport train --search` (e.g. 90s, 5m)."
     )
     gate_min_metrics: dict[str, float] = Field(
         default_factory=lambda: {"accuracy": 0.7, "roc_auc": 0.7, "r2": 0.1},
