@@ -293,7 +293,7 @@ def write_report(
         for p in pictures
     )
     bars = _importance(card, out)
-    importance = (
+    importance_bars = (
         f'<figure><img alt="feature_importance" src="data:image/png;base64,'
         f'{base64.b64encode(bars.read_bytes()).decode()}"></figure>'
         if bars
@@ -304,7 +304,7 @@ def write_report(
     importance = (
         f"<h2>Feature importance</h2>{importance_html}"
         if importance_html
-        else "<h2>Feature importance</h2><p>Not computed for this model.</p>"
+        else ""  # the card's global importance is shown beside the metrics
     )
     gate = "".join(f"<li>{html.escape(line)}</li>" for line in gate_lines)
     page = f"""<!doctype html>
@@ -319,7 +319,7 @@ figure{{display:inline-block;margin:.5rem}}</style></head><body>
 {_data_section(card)}
 <div style="display:flex;gap:2rem;align-items:flex-start"><div>
 <h2>Held-out test metrics</h2><table><tr><th>metric</th><th>value</th></tr>{rows}</table>
-</div>{importance}</div>
+</div>{importance_bars}</div>
 {_per_class_section(card)}
 <p>{ev.score_name}: train {ev.train_score:.4f}, validation {ev.validation_score:.4f},
 gap {ev.overfit_gap:+.4f}{flag}{rule}</p>

@@ -587,6 +587,12 @@ def _finish(
         leaderboard=board or None,
         fingerprint=digest,
     )
+    from modelport.explain import annotate_card
+
+    # Explanation reference (training means, background rows) and global importance.
+    card, why = annotate_card(card, predictor, s.X_train, s.X_test, settings.seed)
+    if why:
+        console.print(f"[yellow]{why}[/]")
     gate = _gate(name, card, predictor, data, s, settings)
     gate_lines = [f"FAILED: {f}" for f in gate.failures] + gate.notes
     if gate.passed:
