@@ -123,8 +123,15 @@ BASE_IMAGE ?= docker.io/library/python:3.11-slim
 METRICS_SERVER_VERSION ?= v0.7.2
 PROM_OPERATOR_VERSION ?= v0.93.0
 PROM_OPERATOR_CRDS := https://raw.githubusercontent.com/prometheus-operator/prometheus-operator/$(PROM_OPERATOR_VERSION)/example/prometheus-operator-crd
-# A second tag of IMG: the e2e suite upgrades to it, then rolls back.
+# The e2e suite's two images, a model version apart (`make e2e-images`, own model store).
+E2E_IMG ?= $(firstword $(subst :, ,$(IMG))):e2e
 E2E_IMG_NEXT ?= $(firstword $(subst :, ,$(IMG))):e2e-next
+E2E_HOME ?= $(CURDIR)/.tools/e2e-bentoml
+E2E_MODEL ?= breast-cancer
+# Helm 4 applies server-side: take back what kubectl rollouts changed (docs/deploy.md).
+HELM_APPLY_FLAGS = $(shell PATH="$(PATH)" $(HELM) version --template '{{.Version}}' 2>/dev/null | grep -q '^v4' && echo --force-conflicts)
+# Where images are loaded from: the Docker daemon when it answers, else podman's storage.
+IMAGE_TOOL ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 # Extra `helm upgrade --install` arguments, e.g. "-f my-values.yaml".
 HELM_ARGS ?=
 
@@ -175,16 +182,30 @@ image-offline: base-image ## `make image` without a registry (as CI does): again
 test-image: venv ## Build the sklearn-only image from scratch and run it as the chart would (root, podman).
 	$(BIN)/python -m pytest -m image tests/image $(PYTEST_ARGS)
 
+.PHONY: e2e-images
+e2e-images: venv ## The e2e suite's images: E2E_MODEL trained twice into E2E_HOME, one image per version.
+	rm -rf $(E2E_HOME)
+	BENTOML_HOME=$(E2E_HOME) $(BIN)/modelport train $(E2E_MODEL)
+	BENTOML_HOME=$(E2E_HOME) $(BIN)/modelport build --image --models $(E2E_MODEL) --image-tag $(E2E_IMG) $(IMAGE_ARGS)
+	BENTOML_HOME=$(E2E_HOME) $(BIN)/modelport train $(E2E_MODEL) --force --promote
+	BENTOML_HOME=$(E2E_HOME) $(BIN)/modelport build --image --models $(E2E_MODEL) --image-tag $(E2E_IMG_NEXT) $(IMAGE_ARGS)
+	BENTOML_HOME=$(E2E_HOME) $(BIN)/python -c "import bentoml; print('\n'.join(m.tag.version for m in sorted(bentoml.models.list('$(E2E_MODEL)'), key=lambda m: m.info.creation_time)))" > $(E2E_HOME)/versions
+	@echo "e2e images: $(E2E_IMG) and $(E2E_IMG_NEXT), model versions: $$(tr '\n' ' ' < $(E2E_HOME)/versions)"
+
+# docker: `kind load docker-image`; podman alone: `podman save` + `kind load image-archive`.
 .PHONY: kind-load
-kind-load: ## Load IMG (and its e2e-next tag) into the kind nodes.
-	docker tag $(IMG) $(E2E_IMG_NEXT)
-	$(KIND) load docker-image $(IMG) $(E2E_IMG_NEXT) --name $(KIND_CLUSTER)
+kind-load: ## Load IMG, and the e2e images when built, into the kind nodes (Docker or podman).
+	for img in $(IMG) $$(test -f $(E2E_HOME)/versions && echo $(E2E_IMG) $(E2E_IMG_NEXT)); do \
+	  if [ "$(IMAGE_TOOL)" = docker ]; then $(KIND) load docker-image "$$img" --name $(KIND_CLUSTER); \
+	  else archive=$$(mktemp --suffix .tar) && podman save --format docker-archive -o "$$archive" "$$img" && \
+	    $(KIND) load image-archive "$$archive" --name $(KIND_CLUSTER); rc=$$?; rm -f "$$archive"; [ $$rc -eq 0 ]; fi; \
+	done
 
 .PHONY: deploy
 deploy: ## helm upgrade --install the chart with IMG into NAMESPACE, waiting for the rollout.
 	$(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) --create-namespace \
 	  --set image.repository=$(firstword $(subst :, ,$(IMG))) --set image.tag=$(lastword $(subst :, ,$(IMG))) \
-	  --set image.pullPolicy=IfNotPresent --wait --timeout 10m $(HELM_ARGS)
+	  --set image.pullPolicy=IfNotPresent $(HELM_APPLY_FLAGS) --wait --timeout 10m $(HELM_ARGS)
 	$(KUBECTL) -n $(NAMESPACE) rollout history deployment/$(RELEASE)
 	$(HELM) test $(RELEASE) --namespace $(NAMESPACE) --logs
 
@@ -193,9 +214,12 @@ undeploy: ## helm uninstall the release.
 	$(HELM) uninstall $(RELEASE) --namespace $(NAMESPACE) --wait
 
 .PHONY: e2e
-e2e: venv ## End-to-end suite on the current kube context (install, predict, upgrade, rollback).
-	MODELPORT_E2E_IMAGE=$(IMG) MODELPORT_E2E_IMAGE_NEXT=$(E2E_IMG_NEXT) \
-	  $(BIN)/python -m pytest -m e2e tests/chart $(PYTEST_ARGS)
+e2e: venv ## End-to-end suite on the current kube context (needs e2e-images loaded; ~10 min).
+	@test -f $(E2E_HOME)/versions || { echo "e2e: run \`make e2e-images\` and load them first" >&2; exit 2; }
+	MODELPORT_E2E_IMAGE=$(E2E_IMG) MODELPORT_E2E_IMAGE_NEXT=$(E2E_IMG_NEXT) MODELPORT_E2E_MODEL=$(E2E_MODEL) \
+	  MODELPORT_E2E_MODEL_VERSION=$$(sed -n 1p $(E2E_HOME)/versions) \
+	  MODELPORT_E2E_MODEL_VERSION_NEXT=$$(sed -n 2p $(E2E_HOME)/versions) \
+	  $(BIN)/python -m pytest -m e2e tests/chart/test_chart_e2e.py $(PYTEST_ARGS)
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster.
@@ -209,9 +233,12 @@ minikube-up: ## Start minikube (3 nodes) with metrics-server and the Prometheus 
 	$(MAKE) cluster-addons
 
 .PHONY: minikube-load
-minikube-load: ## Load IMG (and its e2e-next tag) into minikube.
-	$(MINIKUBE) -p $(MINIKUBE_PROFILE) image load $(IMG)
-	$(MINIKUBE) -p $(MINIKUBE_PROFILE) image tag $(IMG) $(E2E_IMG_NEXT)
+minikube-load: ## Load IMG, and the e2e images when built, into minikube (from a podman archive without Docker).
+	for img in $(IMG) $$(test -f $(E2E_HOME)/versions && echo $(E2E_IMG) $(E2E_IMG_NEXT)); do \
+	  if [ "$(IMAGE_TOOL)" = docker ]; then $(MINIKUBE) -p $(MINIKUBE_PROFILE) image load "$$img"; \
+	  else archive=$$(mktemp --suffix .tar) && podman save --format docker-archive -o "$$archive" "$$img" && \
+	    $(MINIKUBE) -p $(MINIKUBE_PROFILE) image load "$$archive"; rc=$$?; rm -f "$$archive"; [ $$rc -eq 0 ]; fi; \
+	done
 
 .PHONY: minikube-deploy
 minikube-deploy: ## deploy, on the minikube context.

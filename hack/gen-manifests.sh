@@ -14,8 +14,10 @@ release=modelport
 namespace=modelport
 header="# Generated from $chart by hack/gen-manifests.sh (make manifests). Do not edit."
 
+# image.tag=latest: the tag `make image` gives the image it builds (IMG=modelport:latest).
 render() {
-  "$helm" template "$release" "$chart" --namespace "$namespace" --skip-tests "$@"
+  "$helm" template "$release" "$chart" --namespace "$namespace" --skip-tests \
+    --set image.tag=latest "$@"
 }
 
 mkdir -p "$out/base" "$out/monitoring"

@@ -58,12 +58,22 @@ def test_probes_on_named_port(render: Renderer) -> None:
     c = container(stable(render()))
     assert [p["name"] for p in c["ports"]] == ["http"]
     assert c["ports"][0]["containerPort"] == 3000
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # Startup gates on full readiness; readiness after it on /livez, which the preStop
+    # drain leaves at 200 (no Unhealthy events on a normal stop).
+    assert c["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
-    assert c["startupProbe"]["httpGet"]["port"] == "http"
-    startup = c["startupProbe"]
-    # Generous: a TensorFlow model load must fit several minutes.
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+
+
+def test_startup_probe_waits_for_a_load_instead_of_failing(render: Renderer) -> None:
+    startup = container(stable(render()))["startupProbe"]
+    # One probe holds the connection while the models load: a normal load never fails it.
+    assert startup["timeoutSeconds"] >= 30
+    # Nothing listens in the first seconds: a refused connection would be a failure.
+    assert startup["initialDelaySeconds"] >= 5
+    # A probe that times out takes timeoutSeconds: a TensorFlow load still fits 5 minutes.
+    per_failure = max(startup["periodSeconds"], startup["timeoutSeconds"])
+    assert startup["failureThreshold"] * per_failure >= 300
 
 
 def test_rolling_update_never_reduces_capacity(render: Renderer) -> None:
@@ -79,13 +89,26 @@ def test_graceful_shutdown_outlasts_prestop_and_longest_request(render: Renderer
     deploy = stable(render())
     spec = deploy["spec"]["template"]["spec"]
     command = container(deploy)["lifecycle"]["preStop"]["exec"]["command"]
-    assert command[0] == "sleep"
-    pause = int(command[1])
+    # The drain hook (modelport/drain.py), run by the image's python from the bento's src.
+    assert command[:4] == ["python", "-m", "modelport.drain", "--seconds"]
+    assert env(deploy)["PYTHONPATH"] == "/home/bentoml/bento/src"
+    assert env(deploy)["MODELPORT_DRAIN_FILE"].startswith("/tmp/")
+    pause = int(command[4])
     timeout = json.loads(env(deploy)["BENTOML_CONFIG_OVERRIDES"])["services"]["modelport"][
         "traffic"
     ]["timeout"]
     assert pause >= 5, "the pause must outlast endpoint propagation"
     assert spec["terminationGracePeriodSeconds"] > pause + timeout
+
+
+def test_drain_command_is_what_modelport_drain_accepts(render: Renderer) -> None:
+    from modelport import drain
+
+    command = container(stable(render(None, "--set", "preStopSleepSeconds=0")))["lifecycle"][
+        "preStop"
+    ]["exec"]["command"]
+    assert command[-1] == "0"
+    assert drain.main(command[3:]) == 0  # writes the marker under $TMPDIR, waits 0 s
 
 
 def test_resources_have_requests_and_limits(render: Renderer) -> None:
@@ -193,9 +216,14 @@ def test_replicas_set_without_autoscaler(render: Renderer) -> None:
     assert stable(render())["spec"]["replicas"] == 2
 
 
-@pytest.mark.parametrize("scenario", ["autoscaling", "keda"])
-def test_replicas_omitted_with_autoscaler(render: Renderer, scenario: str) -> None:
-    assert "replicas" not in stable(render(scenario))["spec"]
+@pytest.mark.parametrize(("scenario", "replicas"), [("autoscaling", 2), ("keda", 1)])
+def test_fresh_install_starts_at_the_autoscaler_minimum(
+    render: Renderer, scenario: str, replicas: int
+) -> None:
+    # Offline (no live Deployment to look up) is what a fresh install renders; an upgrade
+    # repeats the live count (templates/_helpers.tpl, modelport.autoscaledReplicas).
+    extra = ("--api-versions", "keda.sh/v1alpha1/ScaledObject") if scenario == "keda" else ()
+    assert stable(render(scenario, *extra))["spec"]["replicas"] == replicas
 
 
 # --- Security -------------------------------------------------------------------------------
@@ -300,6 +328,21 @@ def test_helm_test_pod(render: Renderer) -> None:
     labels = pod["metadata"]["labels"]
     assert not SELECTOR.items() <= labels.items()
     assert labels[f"{FULLNAME}-client"] == "true"
+    # Deleted even when it fails (after `helm test --logs` read it): nothing outlives
+    # `helm uninstall`, and it is not labelled as one of the release's objects.
+    policy = pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"].split(",")
+    assert set(policy) == {"before-hook-creation", "hook-succeeded", "hook-failed"}
+    assert "app.kubernetes.io/instance" not in labels
+
+
+def test_priority_class_created_when_asked(render: Renderer) -> None:
+    assert not find(render(), "PriorityClass")
+    docs = render("hardened")
+    pc = one(docs, "PriorityClass", "high-priority")
+    assert pc["value"] == 1000000 and pc["globalDefault"] is False
+    assert stable(docs)["spec"]["template"]["spec"]["priorityClassName"] == "high-priority"
+    message = render.error(None, "--set", "priorityClass.create=true")
+    assert "priorityClass.create needs priorityClassName" in message
 
 
 def test_ingress_optional(render: Renderer) -> None:

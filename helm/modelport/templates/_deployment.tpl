@@ -87,6 +87,13 @@ spec:
               value: {{ $v.serving.monitoring | quote }}
             - name: MODELPORT_DRIFT_FLUSH_SECONDS
               value: {{ $v.serving.driftFlushSeconds | quote }}
+            # Shared by the preStop hook and the server: the pod's writable /tmp.
+            - name: MODELPORT_DRAIN_FILE
+              value: /tmp/modelport-draining
+            # The bento's source dir, where `bentoml serve` finds it, so that the preStop
+            # hook's `python -m modelport.drain` finds it too (exec runs in the image's WORKDIR).
+            - name: PYTHONPATH
+              value: /home/bentoml/bento/src
             {{- with $v.env }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -94,10 +101,16 @@ spec:
           envFrom:
             {{- toYaml . | nindent 12 }}
           {{- end }}
+          # Startup waits on /readyz (models loaded and self-tested) with a long timeout: the
+          # server accepts the connection at once and answers when the models are in, so a
+          # normal load passes on the first probe instead of logging failures. Readiness then
+          # asks /livez, which draining does not turn 503: a normal stop logs no failures
+          # either, and the terminating endpoint is out of the Service regardless.
           startupProbe:
             httpGet:
               path: {{ $v.startupProbe.path }}
               port: http
+            initialDelaySeconds: {{ $v.startupProbe.initialDelaySeconds }}
             periodSeconds: {{ $v.startupProbe.periodSeconds }}
             timeoutSeconds: {{ $v.startupProbe.timeoutSeconds }}
             failureThreshold: {{ $v.startupProbe.failureThreshold }}
@@ -118,10 +131,11 @@ spec:
             failureThreshold: {{ $v.livenessProbe.failureThreshold }}
           lifecycle:
             preStop:
-              # Keep serving until the endpoint removal has reached every proxy; only then
-              # does SIGTERM make BentoML drain. An exec sleep works on every supported version.
+              # Mark the pod as draining (every response then says `Connection: close`, so
+              # keep-alive clients reconnect to a live pod), then keep serving until the
+              # endpoint removal has reached every proxy; only then does SIGTERM come.
               exec:
-                command: ["sleep", "{{ $v.preStopSleepSeconds }}"]
+                command: {{ include "modelport.drainCommand" $root }}
           resources:
             {{- toYaml $v.resources | nindent 12 }}
           volumeMounts:

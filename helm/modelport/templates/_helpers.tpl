@@ -171,3 +171,24 @@ Checks of combinations of values that the JSON schema cannot express.
 {{- fail "podDisruptionBudget: set either minAvailable or maxUnavailable, not both" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The preStop hook: `python -m modelport.drain` marks the pod as draining, then waits
+preStopSleepSeconds (modelport/drain.py). As a JSON list for `exec.command`.
+*/}}
+{{- define "modelport.drainCommand" -}}
+{{- toJson (list "python" "-m" "modelport.drain" "--seconds" (toString .Values.preStopSleepSeconds)) }}
+{{- end }}
+
+{{/*
+Replicas of the stable Deployment under an autoscaler (HPA or KEDA). A fresh install starts
+at the autoscaler's minimum (at least 1), so `helm install --wait` waits for all of them;
+an upgrade repeats the live count, so it never takes replicas back from the autoscaler (and
+never drops the field, which both Helm 3's three-way merge and Helm 4's server-side apply
+would turn into the default of 1).
+*/}}
+{{- define "modelport.autoscaledReplicas" -}}
+{{- $min := ternary .Values.autoscaling.minReplicas .Values.keda.minReplicas (eq (toString .Values.autoscaling.enabled) "true") }}
+{{- $live := lookup "apps/v1" "Deployment" (include "modelport.namespace" .) (include "modelport.fullname" .) }}
+{{- dig "spec" "replicas" (max 1 (int $min)) $live }}
+{{- end }}
