@@ -56,7 +56,7 @@ def _lasso_clf(seed: int) -> Any:
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(
-        penalty="l1", solver="liblinear", C=1.0, max_iter=5000, random_state=seed
+        l1_ratio=1.0, solver="liblinear", C=1.0, max_iter=5000, random_state=seed
     )
 
 

@@ -126,7 +126,7 @@ def run_search(
     ) as progress:
         bar = progress.add_task("cv", total=len(todo) * FOLDS, candidate="")
         for plan in todo:
-            if time.perf_counter() - start > budget_s:
+            if board and time.perf_counter() - start > budget_s:
                 skipped += 1
                 progress.advance(bar, FOLDS)
                 continue
