@@ -199,7 +199,7 @@ def test_missing_values_dates_and_categories_survive_training_serving_and_scorin
     assert set(table["prediction"]) <= {"yes", "no"}
     assert np.allclose(table["probability_no"] + table["probability_yes"], 1.0)
     assert "imputed 2 missing value(s) of 'x'" in " ".join(scored.output.split())
-    bad = todo.assign(colour=["purple"] + list(todo["colour"][1:]))
+    bad = todo.assign(colour=["purple", *todo["colour"][1:]])
     bad.to_csv(src, index=False)
     dest.unlink()
     refused = runner.invoke(app, ["score", tag, "--csv", str(src), "--out", str(dest)])
