@@ -29,7 +29,10 @@ def _one_line() -> Iterator[None]:
     try:
         yield
     except (RegistryError, SignatureError, StoreError) as exc:
-        raise _fail(str(exc)) from None
+        from rich.markup import escape
+
+        # Messages hold brackets (s3://BUCKET[/PREFIX]) that rich would read as markup.
+        raise _fail(escape(str(exc))) from None
 
 
 def _registry() -> Any:
