@@ -135,6 +135,8 @@ def run_search(
             scores, fit_times = [], []
             predictor: SklearnPredictor | None = None
             for train_idx, val_idx in folds:
+                if board and time.perf_counter() - start > budget_s:
+                    break  # over budget mid-candidate: it is dropped, not half-scored
                 pipeline, _ = estimators.build_sklearn(
                     task, features, seed, plan.family, plan.overrides, impute
                 )
@@ -145,6 +147,10 @@ def run_search(
                 out = predictor.predict(X.iloc[val_idx])
                 scores.append(evaluate.headline_score(task, y[val_idx], out)[1])
                 progress.advance(bar)
+            if len(scores) < FOLDS:
+                skipped += 1
+                progress.advance(bar, FOLDS - len(scores))
+                continue
             assert predictor is not None
             metric = "accuracy" if task == "classification" else "r2"
             board.append(
