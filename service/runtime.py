@@ -14,6 +14,7 @@ from modelport.metadata import ModelCard, verify_model_files
 from modelport.predictors import Output, Predictor
 from modelport.settings import ServiceSettings
 from service.monitoring import Flusher, ModelMetrics, Registry, families, prediction_buckets
+from service.transport import InputError, show
 from service.validation import Batch, Schema, parse_instances
 
 log = logging.getLogger("modelport")
@@ -186,22 +187,31 @@ class ModelSet:
     def ready(self) -> bool:
         return bool(self.models) and not self.failures
 
-    def get(self, name: str | None) -> ServedModel:
-        from service.validation import InputError
-
+    def resolve(self, name: Any, version: Any = None) -> ServedModel:
+        """The one model lookup of every route (one message for each way it fails)."""
+        served = ", ".join(sorted(self.models)) or "(none)"
         if name is None:
             if len(self.models) == 1:
-                return next(iter(self.models.values()))
+                found = next(iter(self.models.values()))
+            else:
+                raise InputError(
+                    f"model: required when several models are served; one of: {served}"
+                )
+        elif not isinstance(name, str):
+            raise InputError(f"model: expected a model name (a string), got {show(name)}")
+        elif name not in self.models:
             raise InputError(
-                f"model: required when several models are served; one of: "
-                f"{', '.join(sorted(self.models))}"
+                f"model: {show(name)} is not served here; served models: {served}", status=404
             )
-        if not isinstance(name, str) or name not in self.models:
+        else:
+            found = self.models[name]
+        if version is not None and version != found.version:
             raise InputError(
-                f"model: unknown model {name!r}; served models: {', '.join(sorted(self.models))}",
+                f"model_version: {found.name} version {show(version)} is not served here; "
+                f"served version: {found.version}",
                 status=404,
             )
-        return self.models[name]
+        return found
 
     def describe(self) -> list[dict[str, Any]]:
         return [

@@ -18,21 +18,20 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from modelport.metadata import ModelCard
+from service.transport import InputError, show
 
-
-class InputError(Exception):
-    """Bad client input: HTTP ``status`` with a message naming the field."""
-
-    def __init__(self, message: str, status: int = 400, missing: list[str] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        # Features that were absent or null, for the missing-value counters.
-        self.missing = missing or []
+__all__ = [
+    "Batch",
+    "InputError",
+    "Schema",
+    "batch_from_columns",
+    "check_batch_size",
+    "parse_instances",
+]
 
 
 def _names(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(repr(n) for n in names[:limit])
+    shown = ", ".join(show(n) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
@@ -40,7 +39,7 @@ def _describe(value: Any) -> str:
     kind = {str: "a string", bool: "a boolean", list: "a list", dict: "an object"}.get(
         type(value), type(value).__name__
     )
-    return f"{kind} {value!r}" if isinstance(value, str | bool) else kind
+    return f"{kind} {show(value)}" if isinstance(value, str | bool) else kind
 
 
 def check_batch_size(n: int, max_rows: int, field: str) -> None:

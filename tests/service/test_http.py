@@ -125,7 +125,7 @@ def _bad_predict_cases() -> list[tuple[str, object, int, str]]:
     boolean = {**row, "mean area": True}
     small = _instances(_rows("diabetes", 1))[0]
     return [
-        ("unknown model", {"model": "nope", "instances": [row]}, 404, "unknown model 'nope'"),
+        ("unknown model", {"model": "nope", "instances": [row]}, 404, "'nope' is not served here"),
         ("no model with several served", {"instances": [row]}, 400, "model: required"),
         (
             "missing feature",
@@ -252,7 +252,7 @@ def test_body_over_size_limit_is_413(server) -> None:
         (
             {"inputs": [{"name": "t", "shape": [1, 30], "datatype": "FP32", "data": ["x"] * 30}]},
             400,
-            "inputs[0].data: expected numbers",
+            "inputs[0].data: expected a (nested) list of numbers",
         ),
     ],
 )

@@ -1,0 +1,233 @@
+"""The one request pipeline of every model route: decode -> resolve the model ->
+validate -> predict (or explain, or record feedback) -> observe -> encode.
+
+A protocol is a :class:`Codec`: how its bodies decode, validate against the model's
+schema and encode. Everything else — the model lookup, the error body, the request
+metrics, what is logged — happens once, here, for every route.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelport.settings import ServiceSettings
+from service import v2
+from service.monitoring import UNKNOWN_MODEL
+from service.runtime import ModelSet, ServedModel
+from service.transport import (
+    BINARY_HEADER,
+    FastJSON,
+    InputError,
+    check_json_content_type,
+    error_response,
+    parse_json,
+    show,
+)
+from service.validation import check_batch_size, parse_instances
+
+log = logging.getLogger("modelport")
+
+_VERSION = re.compile(r"^[a-z0-9]{1,32}$")  # BentoML's generated versions; bounds labels
+
+
+@dataclass
+class Call:
+    """A decoded request: which model it names (None: the only one served) and the
+    protocol's own payload."""
+
+    model: Any
+    version: Any
+    payload: Any
+
+
+class Codec(ABC):
+    """One protocol's stages. ``endpoint`` labels its metrics."""
+
+    endpoint: str
+
+    @abstractmethod
+    def decode(self, request: Request, raw: bytes) -> Call: ...
+
+    @abstractmethod
+    def validate(self, call: Call, served: ServedModel, settings: ServiceSettings) -> Any: ...
+
+    def run(self, call: Call, served: ServedModel, valid: Any) -> Any:
+        return served.predict(valid)
+
+    @abstractmethod
+    def encode(self, call: Call, served: ServedModel, result: Any) -> Response: ...
+
+
+class Pipeline:
+    def __init__(self, models: ModelSet, settings: ServiceSettings) -> None:
+        self.models = models
+        self.settings = settings
+
+    async def handle(self, request: Request, codec: Codec) -> Response:
+        start = time.perf_counter()
+        served: ServedModel | None = None
+        try:
+            path = request.path_params
+            if "name" in path:  # a model named in the path is looked up first: 404 before 400
+                served = self.models.resolve(path["name"], path.get("version"))
+            call = codec.decode(request, await request.body())
+            if served is None:
+                served = self.models.resolve(call.model, call.version)
+            valid = codec.validate(call, served, self.settings)
+            result = codec.run(call, served, valid)
+            response = codec.encode(call, served, result)
+        except InputError as exc:
+            self._failed(served, codec.endpoint, exc.status, exc.missing)
+            log.debug("%s %s: %s", codec.endpoint, exc.status, exc.message)
+            return error_response(exc.status, exc.message)
+        except Exception:
+            log.exception("%s failed for %s", codec.endpoint, served.tag if served else "?")
+            self._failed(served, codec.endpoint, 500, [])
+            return error_response(500, "internal error; see the server log")
+        served.metrics.request(codec.endpoint, 200, time.perf_counter() - start)
+        return response
+
+    def _failed(
+        self, served: ServedModel | None, endpoint: str, status: int, missing: list[str]
+    ) -> None:
+        if served is not None:
+            served.metrics.observe_missing(missing)
+            served.metrics.request(endpoint, status)
+        elif self.models.registry is not None:
+            self.models.registry.requests.labels(UNKNOWN_MODEL, "", endpoint, str(status)).inc()
+
+
+def json_object(request: Request, raw: bytes, fields: str) -> dict[str, Any]:
+    check_json_content_type(request.headers)
+    body = parse_json(raw)
+    if not isinstance(body, dict):
+        raise InputError(f"body: expected a JSON object with {fields}")
+    return body
+
+
+class Predict(Codec):
+    """``POST /predict`` (model named in the body) and ``POST /models/{name}/predict``."""
+
+    endpoint = "predict"
+
+    def decode(self, request: Request, raw: bytes) -> Call:
+        body = json_object(request, raw, "'instances'")
+        return Call(request.path_params.get("name", body.get("model")), None, body)
+
+    def validate(self, call: Call, served: ServedModel, settings: ServiceSettings) -> Any:
+        return parse_instances(
+            call.payload.get("instances"), served.schema, settings.max_batch_rows
+        )
+
+    def encode(self, call: Call, served: ServedModel, result: Any) -> Response:
+        return FastJSON(
+            {
+                "model_name": served.name,
+                "model_version": served.version,
+                "predictions": result.predictions,
+                "probabilities": result.probabilities,
+            }
+        )
+
+
+class Infer(Codec):
+    """Open Inference Protocol V2 ``POST /v2/models/{name}[/versions/{v}]/infer``."""
+
+    endpoint = "infer"
+
+    def decode(self, request: Request, raw: bytes) -> Call:
+        if BINARY_HEADER not in request.headers:
+            check_json_content_type(
+                request.headers, " (or binary tensors with Inference-Header-Content-Length)"
+            )
+        params = request.path_params
+        return Call(params["name"], params.get("version"), v2.decode(raw, request.headers))
+
+    def validate(self, call: Call, served: ServedModel, settings: ServiceSettings) -> Any:
+        req: v2.InferRequest = call.payload
+        _, available = v2.tensors(served.card)
+        specs = v2.select(req, available)
+        return v2.validate(req, served.schema, settings.max_batch_rows), specs
+
+    def run(self, call: Call, served: ServedModel, valid: Any) -> Any:
+        batch, specs = valid
+        return served.predict(batch), specs
+
+    def encode(self, call: Call, served: ServedModel, result: Any) -> Response:
+        out, specs = result
+        values = {"predict": np.asarray(out.predictions)}
+        if out.probabilities is not None:
+            values["probabilities"] = out.probabilities
+        body, headers = v2.encode(call.payload, served.name, served.version, specs, values)
+        media = "application/octet-stream" if headers else "application/json"
+        return Response(body, headers=headers, media_type=media)
+
+
+class Feedback(Codec):
+    """``POST /feedback``: ground truth for earlier predictions (stateless)."""
+
+    endpoint = "feedback"
+
+    def decode(self, request: Request, raw: bytes) -> Call:
+        body = json_object(request, raw, "'items'")
+        version = body.get("model_version")
+        if version is not None and not (isinstance(version, str) and _VERSION.match(version)):
+            raise InputError(f"model_version: {show(version)} is not a model version")
+        return Call(body.get("model"), None, body)
+
+    def validate(self, call: Call, served: ServedModel, settings: ServiceSettings) -> Any:
+        items = call.payload.get("items")
+        if not isinstance(items, list):
+            raise InputError(f"items: expected a list of {{prediction, label}}, got {show(items)}")
+        check_batch_size(len(items), settings.max_batch_rows, "items")
+        return [_pair(served, i, item) for i, item in enumerate(items)]
+
+    def run(self, call: Call, served: ServedModel, valid: Any) -> Any:
+        version = call.payload.get("model_version") or served.version
+        served.metrics.observe_feedback(valid, version)
+        return version, len(valid)
+
+    def encode(self, call: Call, served: ServedModel, result: Any) -> Response:
+        version, accepted = result
+        return FastJSON({"model_name": served.name, "model_version": version, "accepted": accepted})
+
+
+def _pair(served: ServedModel, i: int, item: Any) -> tuple[Any, Any]:
+    if not isinstance(item, dict):
+        raise InputError(f"items[{i}]: expected an object with prediction and label")
+    values: list[Any] = []
+    for key in ("prediction", "label"):
+        where = f"items[{i}].{key}"
+        if key not in item:
+            raise InputError(f"{where}: missing")
+        value = item[key]
+        if served.card.task == "regression":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InputError(f"{where}: expected a number, got {show(value)}")
+            try:
+                number = float(value)
+            except OverflowError:  # an integer past float's range
+                number = float("inf")
+            if not np.isfinite(number):
+                raise InputError(f"{where}: must be a finite number, got {show(value)}")
+            values.append(number)
+        else:
+            classes = [str(c) for c in served.card.classes or []]
+            if isinstance(value, dict | list) or str(value) not in classes:
+                raise InputError(f"{where}: unknown class {show(value)}; classes are {classes}")
+            values.append(str(value))
+    return values[0], values[1]
+
+
+PREDICT = Predict()
+INFER = Infer()
+FEEDBACK = Feedback()
