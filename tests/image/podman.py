@@ -5,6 +5,7 @@ image tests run the service image the way the Helm chart's Deployment runs it. T
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,14 +144,26 @@ def _http_path(probe: Mapping[str, Any]) -> str:
 
 
 def pre_stop_seconds(container: Mapping[str, Any]) -> int:
-    """How long the preStop hook pauses: ``sleep: {seconds}`` or ``exec: [sleep, N]``."""
+    """How long the preStop hook pauses: ``sleep: {seconds}``, ``exec: [sleep, N]`` or the
+    chart's ``exec: [python, -m, modelport.drain, --seconds, N]``. Any other exec hook is
+    an error: guessing 0 would give SIGTERM a budget the pod does not have."""
     hook = ((container.get("lifecycle") or {}).get("preStop")) or {}
+    if not hook:
+        return 0
     if "sleep" in hook:
         return int(hook["sleep"]["seconds"])
-    command = (hook.get("exec") or {}).get("command") or []
+    command = [str(a) for a in (hook.get("exec") or {}).get("command") or []]
     if len(command) == 2 and Path(command[0]).name == "sleep":
-        return int(float(command[1]))
-    return 0
+        return math.ceil(float(command[1]))
+    if command[1:3] == ["-m", "modelport.drain"]:
+        seconds = 0.0  # modelport.drain's default
+        for i, arg in enumerate(command):
+            if arg == "--seconds" and i + 1 < len(command):
+                seconds = float(command[i + 1])
+            elif arg.startswith("--seconds="):
+                seconds = float(arg.partition("=")[2])
+        return math.ceil(seconds)
+    raise ImageError(f"preStop hook {hook} has no known duration; cannot size the stop timeout")
 
 
 def cpu_quantity(value: str | float) -> float:

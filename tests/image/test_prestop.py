@@ -82,3 +82,5 @@ def test_prestop_hook_drains_as_the_chart_runs_it(container: Container, deployme
     assert resp.status_code == 200
     assert resp.headers.get("connection") == "close", resp.headers
     assert httpx.get(f"{container.url}{probe}", timeout=10).status_code == 200
+    # ...while /readyz, what a load balancer or a client-side health check asks, says 503.
+    assert httpx.get(f"{container.url}/readyz", timeout=10).status_code == 503

@@ -129,6 +129,17 @@ def test_probe_budget_uses_kubernetes_defaults() -> None:
     assert podman.pre_stop_seconds({}) == 0
 
 
+def test_pre_stop_seconds_of_the_drain_hook() -> None:
+    def hook(*command: str) -> dict[str, Any]:
+        return {"lifecycle": {"preStop": {"exec": {"command": list(command)}}}}
+
+    assert podman.pre_stop_seconds(hook("python", "-m", "modelport.drain", "--seconds", "10")) == 10
+    assert podman.pre_stop_seconds(hook("python", "-m", "modelport.drain", "--seconds=2.5")) == 3
+    assert podman.pre_stop_seconds(hook("/app/.venv/bin/python", "-m", "modelport.drain")) == 0
+    with pytest.raises(image.ImageError, match="no known duration"):
+        podman.pre_stop_seconds(hook("/bin/sh", "-c", "sleep 5"))
+
+
 def _deployment() -> dict[str, Any]:
     """A pod template shaped like the chart's, small enough to vary by hand."""
     return {
@@ -271,4 +282,8 @@ def test_the_rendered_chart_translates(helm: str) -> None:
     assert spec.read_only and spec.cap_drop == ("ALL",) and spec.no_new_privileges
     assert "/tmp" in spec.writable and "/home/bentoml/prometheus_multiproc_dir" in spec.writable
     assert spec.env["BENTOML_PORT"] == str(spec.container_port)
-    assert spec.startup_budget > 0 and spec.stop_seconds > 0
+    assert spec.startup_budget > 0
+    # SIGTERM's budget is the grace period minus the drain hook's wait (45 - 10 by default).
+    pod = dep["spec"]["template"]["spec"]
+    hook = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert spec.stop_seconds == pod["terminationGracePeriodSeconds"] - int(hook[-1]) == 35
