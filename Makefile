@@ -45,7 +45,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 venv: $(VENV)/.installed ## Create the virtual environment and install modelport with all extras.
 
 .PHONY: tools
-tools: ## Install test tools: Prometheus/promtool (Debian) and helm (into .tools/bin when absent).
+tools: ## Install test tools: Prometheus/promtool (Debian), Helm 4 as helm and Helm 3 as helm3 (.tools/bin).
 	bash hack/install-system-deps.sh
 	bash hack/install-helm.sh $(TOOLS_BIN)
 
@@ -110,6 +110,8 @@ clean: ## Remove the virtual environment, tools and caches.
 ##@ Kubernetes
 
 HELM ?= helm
+# Helm 3: the chart tests and helm-lint check the chart with both majors.
+HELM3 ?= helm3
 KUBECTL ?= kubectl
 KIND ?= kind
 MINIKUBE ?= minikube
@@ -140,8 +142,9 @@ manifests: ## Regenerate k8s/base and k8s/monitoring from the chart.
 	bash hack/gen-manifests.sh k8s
 
 .PHONY: helm-lint
-helm-lint: ## helm lint --strict with every ci/*-values.yaml scenario.
-	for f in $(CHART)/ci/*-values.yaml; do $(HELM) lint --strict $(CHART) -f "$$f"; done
+helm-lint: ## helm lint --strict with every ci/*-values.yaml scenario, with Helm 4 and Helm 3.
+	for helm in $(HELM) $(HELM3); do for f in $(CHART)/ci/*-values.yaml; do \
+	  $$helm lint --strict $(CHART) -f "$$f"; done; done
 
 .PHONY: test-chart
 test-chart: venv ## Chart, manifest and Prometheus rule tests (helm, promtool; no cluster).

@@ -4,7 +4,9 @@ and lookups in rendered objects. Fixtures live in conftest.py."""
 from __future__ import annotations
 
 import copy
+import functools
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -39,6 +41,50 @@ def find_tool(name: str) -> str | None:
     return str(local) if local.is_file() and os.access(local, os.X_OK) else None
 
 
+# The Helm majors the chart is tested with, and the binary `make tools` installs for each
+# (hack/install-helm.sh): Helm 4 is the pinned one, Helm 3 still manages many clusters.
+HELM_BINARIES = {4: "helm", 3: "helm3"}
+
+
+@functools.cache
+def helm_version_major(helm: str) -> int | None:
+    proc = subprocess.run(
+        [helm, "version", "--template", "{{.Version}}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    version = proc.stdout.strip()
+    if proc.returncode != 0 or not version.startswith("v"):
+        return None
+    head = version[1:].split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def find_helm(major: int) -> str | None:
+    """A helm binary of that major: its own name (helm, helm3) on PATH or in .tools/bin,
+    else plain `helm` when that happens to be the major asked for."""
+    for name in dict.fromkeys((HELM_BINARIES[major], "helm")):
+        for path in (shutil.which(name), REPO / ".tools" / "bin" / name):
+            if path and os.access(path, os.X_OK) and helm_version_major(str(path)) == major:
+                return str(path)
+    return None
+
+
+def require_helm(major: int) -> str:
+    path = find_helm(major)
+    if path is None:
+        message = (
+            f"Helm {major} not found as {HELM_BINARIES[major]} on PATH or in .tools/bin: "
+            "run `make tools` (hack/install-helm.sh)"
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 def require_tool(name: str, hint: str) -> str:
     path = find_tool(name)
     if path is None:
@@ -47,6 +93,21 @@ def require_tool(name: str, hint: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def schema_message(helm4_message: str, major: int) -> str:
+    """The schema error text of a Helm major, from Helm 4's (santhosh-tekuri/jsonschema:
+    "at '/a/0': ...", "additional properties 'k' not allowed"). Helm 3 (gojsonschema)
+    names the same place as "- a.0:" and the same key as "Additional property k"."""
+    if major != 3:
+        return helm4_message
+    extra = re.search(r"additional properties '([^']+)' not allowed", helm4_message)
+    if extra:
+        return f"Additional property {extra.group(1)} is not allowed"
+    where = re.search(r"at '/([^']*)'", helm4_message)
+    if where is None:
+        raise ValueError(f"no location in {helm4_message!r}")
+    return f"- {where.group(1).replace('/', '.')}:"
 
 
 class HelmError(Exception):
