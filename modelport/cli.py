@@ -828,6 +828,9 @@ def explain(
 # push, pull, sign, alias and resolve register themselves on `app`.
 from modelport import registry_cli as _registry_cli  # noqa: E402, F401
 
+# `modelport rollout ...` (canary releases) registers itself on `app`.
+from modelport import rollout_cli as _rollout_cli  # noqa: E402, F401
+
 
 def main() -> None:
     # BentoML sends usage events by default; a deployment tool should not.
