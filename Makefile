@@ -85,7 +85,8 @@ bench-quick: venv tools ## The benchmark suite with short load points (about 2 m
 ##@ Development
 
 .PHONY: test
-test: setup ## Run the whole test suite (everything but e2e, which needs a cluster).
+# lint is a prerequisite after setup: ruff and mypy fail in seconds, before the long pytest run.
+test: setup lint ## Lint (ruff, mypy), then the whole test suite (everything but e2e, which needs a cluster).
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -93,7 +94,7 @@ test-unit: venv ## Only the fast unit tests.
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: venv ## ruff and mypy.
+lint: venv ## ruff check, ruff format --check and mypy (part of `make test`).
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -55,6 +55,10 @@ class _Commands(TyperGroup):
         from modelport import settings_check
 
         try:
+            # Checked before any command runs (a broken environment fails fast and the
+            # same way everywhere), but not for --help, which must always work.
+            if not any(arg in ctx.help_option_names for arg in ctx.args):
+                settings_check.check_all()
             return super().invoke(ctx)
         except settings_check.SettingsValueError as exc:
             raise _fail(str(exc)) from None
