@@ -149,6 +149,49 @@ class ServiceSettings(BaseSettings):
         "(OpenSSF model-signing, over its files and card) must verify with; a model that is "
         "unsigned or fails keeps the service unready. Unset: signatures are not enforced.",
     )
+    variant: Literal["stable", "canary", "shadow"] = Field(
+        "stable",
+        description="This pod's role in a release, the 'variant' label of every modelport_* "
+        "series (the chart sets it per Deployment), so a canary is judged against stable.",
+    )
+    explain: bool = Field(
+        True,
+        description="Serve explanations (POST /explain, OIP parameters.explain). Explainers "
+        "are built on a worker's first explanation request, never at start.",
+    )
+    explain_budget_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Most time one request's sampled explanation (models without an exact "
+        "method, e.g. Keras) may take; past it the request gets 503 with the reason.",
+    )
+    explain_max_rows: int = Field(
+        16,
+        ge=1,
+        description="Most rows one request may ask a sampled explanation for (exact methods "
+        "take up to MODELPORT_MAX_BATCH_ROWS); more gets HTTP 413.",
+    )
+    shadow_url: str = Field(
+        "",
+        description="Base URL of the canary Service (e.g. http://modelport-canary:3000) that "
+        "stable pods mirror a sample of /predict and V2 infer requests to, after answering, "
+        "to compare predictions. Empty: no mirroring.",
+    )
+    shadow_fraction: float = Field(
+        0.1, ge=0, le=1, description="Share of requests mirrored when MODELPORT_SHADOW_URL is set."
+    )
+    shadow_queue: int = Field(
+        256,
+        ge=1,
+        description="Mirrored requests waiting to be sent; when full, new ones are dropped "
+        "(and counted) rather than slowing the stable response.",
+    )
+    shadow_tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="Regressors: a mirrored prediction agrees when |stable - canary| is at "
+        "most this.",
+    )
 
     def model_tags(self) -> list[str]:
         return [t.strip() for t in self.models.split(",") if t.strip()]

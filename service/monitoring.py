@@ -19,8 +19,10 @@ from modelport.metadata import ModelCard
 from modelport.predictors import Output
 from service.validation import Batch
 
-M = ["model_name", "model_version"]
-ENDPOINTS = ("predict", "infer", "feedback")
+# ``variant`` (stable, canary, shadow: MODELPORT_VARIANT, set per Deployment by the chart)
+# splits every series by the pod's role in a release, so a canary is judged against stable.
+M = ["model_name", "model_version", "variant"]
+ENDPOINTS = ("predict", "infer", "feedback", "explain")
 UNKNOWN_MODEL = "_unknown"
 
 _LATENCY = (
@@ -41,6 +43,7 @@ _LATENCY = (
     5.0,
     10.0,
 )
+_DIFFERENCE = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
 
@@ -116,6 +119,35 @@ class Registry:
         self.feedback_sq = Counter(
             "modelport_feedback_squared_error", "Sum of (prediction - label)^2 (regressors).", M
         )
+        self.importance = Gauge(
+            "modelport_feature_importance",
+            "Global importance from the model card (mean |attribution| on the test split).",
+            [*M, "feature"],
+            multiprocess_mode="max",
+        )
+        self.attribution_abs = Counter(
+            "modelport_attribution_abs",
+            "Sum of |attribution| of rows explained live.",
+            [*M, "feature"],
+        )
+        self.explained_rows = Counter("modelport_explained_rows", "Rows explained live.", M)
+        self.shadow_mirrored = Counter(
+            "modelport_shadow_mirrored",
+            "Requests mirrored to the canary, by outcome (compared, dropped, failed).",
+            [*M, "outcome"],
+        )
+        self.shadow_agreement = Counter(
+            "modelport_shadow_agreement",
+            "Mirrored rows whose canary prediction agreed with this pod's (class, or value "
+            "within MODELPORT_SHADOW_TOLERANCE).",
+            [*M, "canary_version", "agree"],
+        )
+        self.shadow_difference = Histogram(
+            "modelport_shadow_difference",
+            "|stable - canary| prediction per mirrored row (regressors).",
+            [*M, "canary_version"],
+            buckets=_DIFFERENCE,
+        )
 
 
 _REGISTRY: Registry | None = None
@@ -140,12 +172,14 @@ class ModelMetrics:
     card: ModelCard
     monitored: int
     enabled: bool = True
+    variant: str = "stable"
     deferred: bool = False  # drift counts wait for a Flusher instead of each request
     _classes: dict[str, Any] = field(default_factory=dict)
     _requests: dict[tuple[str, int], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        r, lv = self.reg, (self.name, self.version)
+        r, lv = self.reg, (self.name, self.version, self.variant)
+        self.labels = lv
         r.info.labels(*lv, self.card.framework, self.card.task).set(1)
         for metric, value in self.card.evaluation.test.items():
             r.test_metric.labels(*lv, metric).set(value)
@@ -189,13 +223,19 @@ class ModelMetrics:
         self.batch = r.batch_size.labels(*lv)
         self.values = r.prediction_value.labels(*lv)
         self.latency = {e: r.request_seconds.labels(*lv, e) for e in ENDPOINTS}
+        features = self.card.feature_names
+        if self.card.importance is not None:
+            for feature, weight in self.card.importance.values.items():
+                r.importance.labels(*lv, feature).set(weight)
+        self._attribution = [r.attribution_abs.labels(*lv, f) for f in features]
+        self._explained = r.explained_rows.labels(*lv)
 
     def request(self, endpoint: str, code: int, seconds: float | None = None) -> None:
         key = (endpoint, code)
         child = self._requests.get(key)
         if child is None:
             child = self._requests[key] = self.reg.requests.labels(
-                self.name, self.version, endpoint, str(code)
+                *self.labels, endpoint, str(code)
             )
         child.inc()
         if seconds is not None and self.enabled:
@@ -246,7 +286,7 @@ class ModelMetrics:
             for spec in self._categorical:
                 unseen = int((~batch.frame[spec.name].isin(spec.categories)).sum())
                 if unseen:
-                    self.reg.out_of_range.labels(self.name, self.version, spec.name).inc(unseen)
+                    self.reg.out_of_range.labels(*self.labels, spec.name).inc(unseen)
 
     def flush(self) -> None:
         """Move the pending drift counts into their Prometheus counters."""
@@ -262,7 +302,7 @@ class ModelMetrics:
 
     def observe_missing(self, features: list[str]) -> None:
         for feature in features:
-            self.reg.missing.labels(self.name, self.version, feature).inc()
+            self.reg.missing.labels(*self.labels, feature).inc()
 
     def observe_outputs(self, out: Output, seconds: float) -> None:
         if not self.enabled:
@@ -282,8 +322,40 @@ class ModelMetrics:
             if count:
                 label.inc(count)
 
+    def observe_explanation(self, attributions: np.ndarray) -> None:
+        """``attributions``: (rows, outputs, features); the first output is the one
+        every request has (the predicted class's probability, or the value)."""
+        rows = attributions.shape[0]
+        if not rows:
+            return
+        sums = np.abs(attributions[:, 0, :]).sum(axis=0)
+        for child, total in zip(self._attribution, sums.tolist(), strict=True):
+            if total:
+                child.inc(total)
+        self._explained.inc(rows)
+
+    def observe_shadow(
+        self,
+        outcome: str,
+        canary_version: str = "",
+        agree: list[bool] | None = None,
+        differences: list[float] | None = None,
+    ) -> None:
+        r = self.reg
+        r.shadow_mirrored.labels(*self.labels, outcome).inc()
+        if agree:
+            yes = sum(agree)
+            if yes:
+                r.shadow_agreement.labels(*self.labels, canary_version, "true").inc(yes)
+            if len(agree) - yes:
+                r.shadow_agreement.labels(*self.labels, canary_version, "false").inc(
+                    len(agree) - yes
+                )
+        for d in differences or []:
+            r.shadow_difference.labels(*self.labels, canary_version).observe(d)
+
     def observe_feedback(self, pairs: list[tuple[Any, Any]], version: str) -> None:
-        lv = (self.name, version)
+        lv = (self.name, version, self.variant)
         r = self.reg
         r.feedback_n.labels(*lv).inc(len(pairs))
         if self.card.task == "regression":

@@ -138,6 +138,29 @@ def document(models: ModelSet) -> dict[str, Any]:
                 errors=errors_in,
             )
         },
+        "/explain": {
+            "post": _op(
+                "Explain predictions: per row, a base value and one attribution per input "
+                "feature that add up to the output (predicted class probability, or value).",
+                "explain",
+                {"$ref": "#/components/schemas/ExplainResponse"},
+                body=_json({"$ref": "#/components/schemas/ExplainRequest"}, predict_example),
+                errors=(*errors_in, 503),
+            )
+        },
+        "/models/{name}/explain": {
+            "post": _op(
+                "Explain predictions of the model named in the path.",
+                "explain",
+                {"$ref": "#/components/schemas/ExplainResponse"},
+                body=_json(
+                    {"$ref": "#/components/schemas/ExplainRequest"},
+                    {"instances": instances} if first else None,
+                ),
+                params=[name_param],
+                errors=(*errors_in, 503),
+            )
+        },
         "/feedback": {
             "post": _op(
                 "Record ground truth for earlier predictions (online accuracy).",
@@ -267,6 +290,34 @@ def document(models: ModelSet) -> dict[str, Any]:
                     "nullable": True,
                     "description": "Class probabilities (classifiers); null for regressors.",
                 },
+            },
+        },
+        "ExplainRequest": {
+            "type": "object",
+            "required": ["instances"],
+            "properties": {
+                "model": {"type": "string"},
+                "instances": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "object", "additionalProperties": scalar},
+                },
+                "all_classes": {
+                    "type": "boolean",
+                    "description": "Explain every class's probability, not only the predicted one.",
+                },
+            },
+        },
+        "ExplainResponse": {
+            "type": "object",
+            "required": ["model_name", "model_version", "method", "output", "explanations"],
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "method": {"type": "string", "enum": ["linear-exact", "tree-shap", "permutation"]},
+                "output": {"type": "string"},
+                "tolerance": {"type": "number"},
+                "explanations": {"type": "array", "items": {"type": "object"}},
             },
         },
         "FeedbackRequest": {

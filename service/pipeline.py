@@ -8,6 +8,7 @@ metrics, what is logged — happens once, here, for every route.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import time
@@ -84,6 +85,8 @@ class Pipeline:
                 served = self.models.resolve(call.model, call.version)
             valid = codec.validate(call, served, self.settings)
             result = codec.run(call, served, valid)
+            if inspect.isawaitable(result):  # slow stages run off the event loop
+                result = await result
             response = codec.encode(call, served, result)
         except InputError as exc:
             self._failed(served, codec.endpoint, exc.status, exc.missing)
@@ -103,7 +106,9 @@ class Pipeline:
             served.metrics.observe_missing(missing)
             served.metrics.request(endpoint, status)
         elif self.models.registry is not None:
-            self.models.registry.requests.labels(UNKNOWN_MODEL, "", endpoint, str(status)).inc()
+            self.models.registry.requests.labels(
+                UNKNOWN_MODEL, "", self.settings.variant, endpoint, str(status)
+            ).inc()
 
 
 def json_object(request: Request, raw: bytes, fields: str) -> dict[str, Any]:
@@ -154,20 +159,42 @@ class Infer(Codec):
 
     def validate(self, call: Call, served: ServedModel, settings: ServiceSettings) -> Any:
         req: v2.InferRequest = call.payload
-        _, available = v2.tensors(served.card)
+        wants = req.parameters.get("explain", False)
+        if not isinstance(wants, bool):
+            raise InputError(f"parameters.explain: expected true or false, got {show(wants)}")
+        if wants and not settings.explain:
+            raise InputError("explanations are turned off on this server (MODELPORT_EXPLAIN)", 404)
+        _, available = v2.tensors(served.card, explain=wants)
         specs = v2.select(req, available)
-        return v2.validate(req, served.schema, settings.max_batch_rows), specs
+        return v2.validate(req, served.schema, settings.max_batch_rows), specs, wants, settings
 
     def run(self, call: Call, served: ServedModel, valid: Any) -> Any:
-        batch, specs = valid
-        return served.predict(batch), specs
+        batch, specs, wants, settings = valid
+        out = served.predict(batch)
+        if not wants:
+            return out, specs, None
+        explained = explain(served, batch, False, settings, "inputs")
+        if not inspect.isawaitable(explained):
+            return out, specs, explained
+
+        async def later() -> Any:
+            return out, specs, await explained
+
+        return later()
 
     def encode(self, call: Call, served: ServedModel, result: Any) -> Response:
-        out, specs = result
+        out, specs, explained = result
         values = {"predict": np.asarray(out.predictions)}
         if out.probabilities is not None:
             values["probabilities"] = out.probabilities
-        body, headers = v2.encode(call.payload, served.name, served.version, specs, values)
+        parameters = None
+        if explained is not None:
+            values["attributions"] = explained.attributions[:, 0, :]
+            values["base_values"] = explained.base_values[:, 0]
+            parameters = {"explain_method": explained.method, "explain_output": explained.output}
+        body, headers = v2.encode(
+            call.payload, served.name, served.version, specs, values, parameters
+        )
         media = "application/octet-stream" if headers else "application/json"
         return Response(body, headers=headers, media_type=media)
 
@@ -228,6 +255,89 @@ def _pair(served: ServedModel, i: int, item: Any) -> tuple[Any, Any]:
     return values[0], values[1]
 
 
+class Explain(Predict):
+    """``POST /explain`` and ``POST /models/{name}/explain``: the prediction with a base
+    value and one attribution per input feature, which add up to the output."""
+
+    endpoint = "explain"
+
+    def decode(self, request: Request, raw: bytes) -> Call:
+        call = super().decode(request, raw)
+        every = call.payload.get("all_classes", False)
+        if not isinstance(every, bool):
+            raise InputError(f"all_classes: expected true or false, got {show(every)}")
+        return call
+
+    def validate(self, call: Call, served: ServedModel, settings: ServiceSettings) -> Any:
+        if not settings.explain:
+            raise InputError("explanations are turned off on this server (MODELPORT_EXPLAIN)", 404)
+        return super().validate(call, served, settings), settings
+
+    def run(self, call: Call, served: ServedModel, valid: Any) -> Any:
+        batch, settings = valid
+        return explain(served, batch, call.payload.get("all_classes", False), settings, "instances")
+
+    def encode(self, call: Call, served: ServedModel, result: Any) -> Response:
+        return FastJSON(
+            {
+                "model_name": served.name,
+                "model_version": served.version,
+                "method": result.method,
+                "output": result.output,
+                "tolerance": result.tolerance,
+                "explanations": result.rows(),
+            }
+        )
+
+
+def explain(
+    served: ServedModel, batch: Any, every: bool, settings: ServiceSettings, where: str
+) -> Any:
+    """The batch's explanation. Exact methods take well under a millisecond: inline.
+    Building an explainer (the first time) and sampled methods take seconds: in a
+    thread, so the event loop keeps serving other requests meanwhile."""
+    from modelport.explain import BudgetExceededError
+
+    budget = settings.explain_budget_seconds
+
+    def checked(explainer: Any) -> Any:
+        if explainer.sampled and batch.rows > settings.explain_max_rows:
+            raise InputError(
+                f"{where}: {batch.rows} rows exceed the limit of {settings.explain_max_rows} "
+                f"per request for {explainer.method} explanations (MODELPORT_EXPLAIN_MAX_ROWS)",
+                status=413,
+            )
+        return explainer
+
+    def work(explainer: Any) -> Any:
+        try:
+            out = explainer.explain(batch.model_input, all_classes=every, budget_seconds=budget)
+        except BudgetExceededError as exc:
+            raise InputError(
+                f"explanation by {explainer.method} exceeded its budget of {budget:g}s after "
+                f"{exc.rows_done} of {batch.rows} rows (MODELPORT_EXPLAIN_BUDGET_SECONDS); "
+                "send fewer rows",
+                status=503,
+            ) from None
+        served.metrics.observe_explanation(out.attributions)
+        return out
+
+    ready = served.built_explainer
+    if ready is not None and not ready.sampled:
+        return work(checked(ready))
+
+    async def slow() -> Any:
+        import anyio.to_thread
+
+        explainer = checked(await anyio.to_thread.run_sync(served.explainer))
+        if not explainer.sampled:
+            return work(explainer)
+        return await anyio.to_thread.run_sync(work, explainer)
+
+    return slow()
+
+
 PREDICT = Predict()
 INFER = Infer()
 FEEDBACK = Feedback()
+EXPLAIN = Explain()

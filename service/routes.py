@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport import __version__
 from service import v2
-from service.pipeline import FEEDBACK, INFER, PREDICT, Codec
+from service.pipeline import EXPLAIN, FEEDBACK, INFER, PREDICT, Codec
 from service.transport import FastJSON, InputError, draining, error_response
 
 
@@ -115,6 +115,8 @@ def app() -> Routes:
         routes=[
             Route("/predict", _route(PREDICT), methods=["POST"]),
             Route("/models/{name}/predict", _route(PREDICT), methods=["POST"]),
+            Route("/explain", _route(EXPLAIN), methods=["POST"]),
+            Route("/models/{name}/explain", _route(EXPLAIN), methods=["POST"]),
             Route("/feedback", _route(FEEDBACK), methods=["POST"]),
             Route("/models", list_models, methods=["GET"]),
             Route("/docs.json", openapi, methods=["GET"]),

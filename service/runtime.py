@@ -37,8 +37,36 @@ class ServedModel:
     def tag(self) -> str:
         return f"{self.name}:{self.version}"
 
+    _explainer: Any = field(default=None, repr=False)
+    _explainer_error: str | None = field(default=None, repr=False)
+
+    @property
+    def built_explainer(self) -> Any:
+        return self._explainer
+
+    def explainer(self) -> Any:
+        """This model's explainer, built on first use (sampled ones warm up for seconds
+        and import shap: never in a worker that is not asked for an explanation)."""
+        if self._explainer is None and self._explainer_error is None:
+            from modelport.explain import ExplainError, explainer_for
+
+            try:
+                self._explainer = explainer_for(self.predictor, self.card)
+                log.info("model %s: explanations by %s", self.tag, self._explainer.method)
+            except ExplainError as exc:
+                self._explainer_error = str(exc)
+                log.warning("model %s: no explanations: %s", self.tag, exc)
+        if self._explainer is None:
+            raise InputError(
+                f"model {self.tag}: explanations are unavailable: {self._explainer_error}",
+                status=503,
+            )
+        return self._explainer
+
     def predict(self, batch: Batch) -> Output:
         self.metrics.observe_inputs(batch)
+        if batch.imputed:
+            self.metrics.observe_missing(list(batch.imputed))
         start = time.perf_counter()
         out = self.predictor.predict(batch.model_input)
         self.metrics.observe_outputs(out, time.perf_counter() - start)
@@ -166,6 +194,7 @@ class ModelSet:
                 item.card,
                 settings.monitored_features,
                 settings.monitoring,
+                settings.variant,
             )
             result.models[name] = ServedModel(
                 name, version, item.card, item.schema, item.predictor, metrics

@@ -15,7 +15,7 @@ import orjson
 
 from modelport.metadata import ModelCard
 from service.transport import BINARY_HEADER, InputError, parse_json, show
-from service.validation import Batch, Schema, batch_from_columns, check_batch_size
+from service.validation import Batch, Schema, batch_from_columns, check_batch_size, check_values
 
 # OIP datatype -> NumPy dtype (little-endian, as the binary extension specifies).
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -45,21 +45,31 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
 
 
-def tensors(card: ModelCard) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def tensors(card: ModelCard, explain: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of a model: one input per feature; ``predict`` (and, for
-    classifiers, ``probabilities``) out."""
+    classifiers, ``probabilities``) out; with ``explain``, ``attributions`` (one per
+    input feature, in input order) and ``base_values`` (parameters ``explain: true``)."""
     inputs = [
         TensorSpec(f.name, "FP64" if f.kind == "numeric" else "BYTES", [-1, 1])
         for f in card.features
     ]
     if card.task == "regression":
-        return inputs, [TensorSpec("predict", "FP64", [-1])]
-    classes = card.classes or []
-    ints = bool(classes) and all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
-    return inputs, [
-        TensorSpec("predict", "INT64" if ints else "BYTES", [-1]),
-        TensorSpec("probabilities", "FP64", [-1, len(classes)]),
-    ]
+        outputs = [TensorSpec("predict", "FP64", [-1])]
+    else:
+        classes = card.classes or []
+        ints = bool(classes) and all(
+            isinstance(c, int) and not isinstance(c, bool) for c in classes
+        )
+        outputs = [
+            TensorSpec("predict", "INT64" if ints else "BYTES", [-1]),
+            TensorSpec("probabilities", "FP64", [-1, len(classes)]),
+        ]
+    if explain:
+        outputs += [
+            TensorSpec("attributions", "FP64", [-1, len(card.features)]),
+            TensorSpec("base_values", "FP64", [-1]),
+        ]
+    return inputs, outputs
 
 
 def metadata(name: str, version: str, card: ModelCard) -> dict[str, Any]:
@@ -292,6 +302,7 @@ def validate(req: InferRequest, schema: Schema, max_rows: int) -> Batch:
             columns[spec.name] = _numbers(req, i, shape[0], where)
         else:
             columns[spec.name] = _strings(req, i, shape[0], where)
+    check_values(columns, schema, lambda row, f: f"inputs[{given[f]}] ({f}).data[{row}]")
     return batch_from_columns(columns, schema)
 
 

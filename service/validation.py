@@ -7,6 +7,7 @@ problem; the service turns it into a 4xx JSON response. Never a 500 for bad inpu
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -86,6 +87,13 @@ class Schema:
         self.numeric = [f.name for f in card.features if f.kind == "numeric"]
         # Models with only numeric features never need a DataFrame: the hot path.
         self.all_numeric = len(self.numeric) == len(self.names)
+        # Categories a value must be one of, for models whose policy refuses unseen ones.
+        refuse = getattr(card, "unknown_categories", "ignore") == "error"
+        self.known = {
+            f.name: frozenset(f.categories)
+            for f in card.features
+            if refuse and f.kind == "categorical" and f.categories is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class Batch:
 
     numeric: np.ndarray
     frame: pd.DataFrame | None = None
+    # Features whose missing values were imputed (the model card's rule), one per value.
+    imputed: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -141,6 +151,7 @@ def parse_instances(instances: Any, schema: Schema, max_rows: int) -> Batch:
     card = schema.card
     names = schema.names
     expected = schema.expected
+    imputed: list[str] = []
     columns: dict[str, list[Any]] = {n: [] for n in names}
     for i, row in enumerate(instances):
         if not isinstance(row, dict):
@@ -162,11 +173,42 @@ def parse_instances(instances: Any, schema: Schema, max_rows: int) -> Batch:
         for spec in card.features:
             where = f"instances[{i}].{spec.name}"
             value = row[spec.name]
+            if value is None and spec.impute is not None:
+                # The model's pipeline would impute the same value: it is substituted
+                # here so drift counts see what the model sees, and counted as missing.
+                imputed.append(spec.name)
+                value = spec.impute
             if spec.kind == "numeric":
                 columns[spec.name].append(_number(value, where, missing, spec.name))
             else:
                 columns[spec.name].append(_category(value, where, missing, spec.name))
-    return batch_from_columns(columns, schema)
+    check_values(columns, schema, lambda i, feature: f"instances[{i}].{feature}")
+    batch = batch_from_columns(columns, schema)
+    return Batch(batch.numeric, batch.frame, tuple(imputed)) if imputed else batch
+
+
+def check_values(columns: dict[str, Any], schema: Schema, where: Callable[[int, str], str]) -> None:
+    """The value rules of text features: a datetime feature takes ISO 8601 text; a
+    categorical one, under the model's ``error`` policy, only categories seen in
+    training. ``where(row, feature)`` names a value in the message."""
+    for spec in schema.card.features:
+        if spec.kind == "datetime":
+            from modelport.features import is_iso_date
+
+            for i, v in enumerate(columns[spec.name]):
+                if not is_iso_date(v):
+                    raise InputError(
+                        f"{where(i, spec.name)}: expected an ISO 8601 date or date-time "
+                        f"(e.g. 2024-03-01 or 2024-03-01T12:30:00Z), got {show(v)}"
+                    )
+        known = schema.known.get(spec.name)
+        if known is not None:
+            for i, v in enumerate(columns[spec.name]):
+                if v not in known:
+                    raise InputError(
+                        f"{where(i, spec.name)}: unknown category {show(v)}; known "
+                        f"categories: {_names(sorted(known), 10)}"
+                    )
 
 
 def batch_from_columns(columns: dict[str, Any], schema: Schema) -> Batch:

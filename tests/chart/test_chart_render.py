@@ -138,13 +138,21 @@ def test_model_labels_annotations_and_change_cause(render: Renderer) -> None:
     assert env(deploy)["MODELPORT_MODELS"] == "breast-cancer:1"
 
 
-def test_unversioned_model_is_labelled_latest(render: Renderer) -> None:
+def test_unversioned_image_models_are_served_as_pinned(render: Renderer) -> None:
+    """Image source without model.version: the bento's own MODELPORT_MODELS (exact versions
+    pinned at build) is left alone; labels and change-cause say the image decides."""
     deploy = stable(render())
-    assert deploy["spec"]["template"]["metadata"]["labels"]["modelport.io/model-version"] == (
-        "latest"
-    )
-    assert env(deploy)["MODELPORT_MODELS"] == "breast-cancer"
-    assert "breast-cancer:latest" in deploy["metadata"]["annotations"]["kubernetes.io/change-cause"]
+    template = deploy["spec"]["template"]
+    assert template["metadata"]["labels"]["modelport.io/model-version"] == "image"
+    assert template["metadata"]["annotations"]["modelport.io/model-source"] == "image"
+    assert "MODELPORT_MODELS" not in env(deploy)
+    assert "initContainers" not in template["spec"]
+    cause = deploy["metadata"]["annotations"]["kubernetes.io/change-cause"]
+    assert cause == "model breast-cancer as pinned in image modelport:0.1.0"
+    # Extra models still need the list: then the chart sets it (the name alone resolves to
+    # the version the image holds).
+    extra = stable(render(None, "--set-json", 'model.extraModels=["diabetes"]'))
+    assert env(extra)["MODELPORT_MODELS"] == "breast-cancer,diabetes"
 
 
 def test_extra_models_and_bentoml_config(render: Renderer) -> None:

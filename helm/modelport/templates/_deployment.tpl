@@ -8,6 +8,9 @@ modelVersion.
 {{- $v := $root.Values }}
 {{- $version := include "modelport.modelVersion" .modelVersion }}
 {{- $image := include "modelport.image" (dict "root" $root "tag" .tag "digest" .digest) }}
+{{- $registry := eq $v.model.source "registry" }}
+{{- $models := include "modelport.modelTags" (dict "root" $root "version" .modelVersion) }}
+{{- $verifyKey := include "modelport.verifyKeyPath" $root }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -18,7 +21,14 @@ metadata:
     track: {{ .track }}
   annotations:
     # `kubectl rollout history` shows this per revision: a model history.
+    {{- /* Without a version (image source) the image says which versions it serves. */}}
+    {{- if $registry }}
+    kubernetes.io/change-cause: {{ printf "model %s:%s from registry %s (image %s)" $v.model.name $version (include "modelport.registryUrl" $root) $image | quote }}
+    {{- else if .modelVersion }}
     kubernetes.io/change-cause: {{ printf "model %s:%s (image %s)" $v.model.name $version $image | quote }}
+    {{- else }}
+    kubernetes.io/change-cause: {{ printf "model %s as pinned in image %s" $v.model.name $image | quote }}
+    {{- end }}
 spec:
   {{- if hasKey . "replicas" }}
   replicas: {{ .replicas }}
@@ -45,7 +55,8 @@ spec:
         {{- end }}
       annotations:
         modelport.io/model: {{ printf "%s:%s" $v.model.name $version | quote }}
-        modelport.io/models: {{ include "modelport.modelTags" (dict "root" $root "version" .modelVersion) | quote }}
+        modelport.io/models: {{ $models | quote }}
+        modelport.io/model-source: {{ $v.model.source | quote }}
         {{- with $v.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -62,6 +73,57 @@ spec:
       securityContext:
         {{- toYaml $v.podSecurityContext | nindent 8 }}
       terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
+      {{- if $registry }}
+      initContainers:
+        # Pulls and verifies the exact versions into the models emptyDir (modelport/pull.py);
+        # a failure is one log line and exit 2, so the pod never starts without its model.
+        - name: pull-model
+          image: {{ $image }}
+          imagePullPolicy: {{ $v.image.pullPolicy }}
+          securityContext:
+            {{- toYaml $v.securityContext | nindent 12 }}
+          command:
+            {{- toYaml (concat (list "python" "-m" "modelport.pull") (splitList "," $models) (list "--into" "/pull")) | nindent 12 }}
+          env:
+            - name: MODELPORT_REGISTRY
+              value: {{ include "modelport.registryUrl" $root | quote }}
+            {{- with $v.registry.endpointUrl }}
+            - name: MODELPORT_REGISTRY_ENDPOINT_URL
+              value: {{ . | quote }}
+            {{- end }}
+            - name: MODELPORT_REGISTRY_TIMEOUT
+              value: {{ $v.registry.timeoutSeconds | quote }}
+            {{- with $v.registry.region }}
+            - name: AWS_REGION
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $verifyKey }}
+            - name: MODELPORT_VERIFY_KEY
+              value: {{ . | quote }}
+            {{- end }}
+            - name: PYTHONPATH
+              value: /home/bentoml/bento/src
+          {{- with $v.registry.credentialsSecret }}
+          envFrom:
+            - secretRef:
+                name: {{ . }}
+          {{- end }}
+          resources:
+            {{- toYaml $v.resources | nindent 12 }}
+          volumeMounts:
+            - name: models
+              mountPath: /pull
+            {{- range $v.writableDirs }}
+            - name: writable
+              mountPath: {{ . }}
+              subPath: {{ trimPrefix "/" . | replace "/" "-" }}
+            {{- end }}
+            {{- if $verifyKey }}
+            - name: verify-key
+              mountPath: /etc/modelport/verify-key
+              readOnly: true
+            {{- end }}
+      {{- end }}
       containers:
         - name: modelport
           image: {{ $image }}
@@ -73,8 +135,14 @@ spec:
               containerPort: {{ $v.containerPort }}
               protocol: TCP
           env:
+            {{- if include "modelport.setsModels" (dict "root" $root "version" .modelVersion) }}
             - name: MODELPORT_MODELS
-              value: {{ include "modelport.modelTags" (dict "root" $root "version" .modelVersion) | quote }}
+              value: {{ $models | quote }}
+            {{- end }}
+            {{- with $verifyKey }}
+            - name: MODELPORT_VERIFY_KEY
+              value: {{ . | quote }}
+            {{- end }}
             - name: BENTOML_CONFIG_OVERRIDES
               value: {{ include "modelport.bentomlConfig" $root | quote }}
             - name: BENTOML_PORT
@@ -144,7 +212,46 @@ spec:
               mountPath: {{ . }}
               subPath: {{ trimPrefix "/" . | replace "/" "-" }}
             {{- end }}
+            {{- if $registry }}
+            # The pulled models replace the image's: the bento's own model store is where
+            # `bentoml serve` looks (it ignores BENTOML_HOME/models when the bento has models).
+            - name: models
+              mountPath: /home/bentoml/bento/models
+              subPath: models
+              readOnly: true
+            {{- end }}
+            {{- if $verifyKey }}
+            - name: verify-key
+              mountPath: /etc/modelport/verify-key
+              readOnly: true
+            {{- end }}
       volumes:
+        {{- if $registry }}
+        - name: models
+          emptyDir:
+            {{- with $v.registry.volume.medium }}
+            medium: {{ . }}
+            {{- end }}
+            {{- with $v.registry.volume.sizeLimit }}
+            sizeLimit: {{ . }}
+            {{- end }}
+        {{- end }}
+        {{- with $v.verifyKey.secretName }}
+        - name: verify-key
+          secret:
+            secretName: {{ . }}
+            items:
+              - key: {{ $v.verifyKey.key }}
+                path: {{ $v.verifyKey.key }}
+        {{- end }}
+        {{- with $v.verifyKey.configMapName }}
+        - name: verify-key
+          configMap:
+            name: {{ . }}
+            items:
+              - key: {{ $v.verifyKey.key }}
+                path: {{ $v.verifyKey.key }}
+        {{- end }}
         - name: writable
           emptyDir:
             {{- with $v.writableVolume.medium }}

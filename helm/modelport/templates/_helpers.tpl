@@ -96,10 +96,40 @@ Image reference. Args: dict root, tag, digest. A digest pins the image and wins 
 {{- end }}
 
 {{/*
-Model version as shown in labels and the change-cause: the configured one or "latest".
+Model version as shown in labels and the pod annotations: the configured one, or "image"
+when the versions pinned in the image are served untouched (model.source=image, no
+model.version): which ones, the image's bento says (docs/deploy.md).
 */}}
 {{- define "modelport.modelVersion" -}}
-{{- default "latest" . }}
+{{- default "image" . }}
+{{- end }}
+
+{{/*
+Whether the chart sets MODELPORT_MODELS. Args: dict root, version. Not when the image's own
+pinned list is to be served as built (image source, no version, no extra models).
+*/}}
+{{- define "modelport.setsModels" -}}
+{{- $v := .root.Values }}
+{{- if or .version $v.model.extraModels (eq $v.model.source "registry") -}}
+true
+{{- end }}
+{{- end }}
+
+{{/*
+MODELPORT_REGISTRY: s3://bucket[/prefix].
+*/}}
+{{- define "modelport.registryUrl" -}}
+{{- printf "s3://%s/%s" .Values.registry.bucket (trimAll "/" .Values.registry.prefix) | trimSuffix "/" }}
+{{- end }}
+
+{{/*
+Where the verification key is mounted, and the key file: MODELPORT_VERIFY_KEY. Empty when
+no key is configured.
+*/}}
+{{- define "modelport.verifyKeyPath" -}}
+{{- if or .Values.verifyKey.secretName .Values.verifyKey.configMapName }}
+{{- printf "/etc/modelport/verify-key/%s" .Values.verifyKey.key }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -166,6 +196,22 @@ Checks of combinations of values that the JSON schema cannot express.
 {{- end }}
 {{- if and .Values.canary.enabled (not (or .Values.canary.image.tag .Values.canary.image.digest .Values.canary.model.version)) }}
 {{- fail "canary.enabled needs canary.image.tag (or canary.image.digest) or canary.model.version: otherwise the canary is identical to the stable Deployment" }}
+{{- end }}
+{{- if eq .Values.model.source "registry" }}
+{{- if not .Values.model.version }}
+{{- fail "model.source=registry needs model.version, an exact version: Helm cannot read the registry, so resolve an alias first (`modelport resolve NAME:production` prints NAME:VERSION) and the pod template names what the pods serve" }}
+{{- end }}
+{{- if not .Values.registry.bucket }}
+{{- fail "model.source=registry needs registry.bucket (and registry.endpointUrl for a store other than AWS S3)" }}
+{{- end }}
+{{- range .Values.model.extraModels }}
+{{- if not (contains ":" .) }}
+{{- fail (printf "model.extraModels: %q needs an exact version (name:version) with model.source=registry" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.verifyKey.secretName .Values.verifyKey.configMapName }}
+{{- fail "verifyKey: set either secretName or configMapName, not both" }}
 {{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (ne (toString .Values.podDisruptionBudget.minAvailable) "") (ne (toString .Values.podDisruptionBudget.maxUnavailable) "") }}
 {{- fail "podDisruptionBudget: set either minAvailable or maxUnavailable, not both" }}
