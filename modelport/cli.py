@@ -567,14 +567,12 @@ def serve(
     """
     from modelport import server, settings_check
 
-    if models is not None:
-        os.environ["MODELPORT_MODELS"] = models
     # The server would only log a traceback for these; say it here, before starting it.
     settings_check.check_all()
     if server.port_in_use(port):
         raise _fail(f"port {port} on 127.0.0.1 is in use; choose another with --port", 1)
     url = f"http://127.0.0.1:{port}"
-    proc = server.start(port, workers=workers, pipe=True)
+    proc = server.start(port, models=models, workers=workers, pipe=True)
     log = server.follow(proc, _show_server_line)
     with server.forward_signals(proc) as signalled:
         try:
@@ -584,6 +582,12 @@ def serve(
                 started = None  # stopped while starting: not a failure of the server
             else:
                 raise _fail(_startup_failure(str(exc), log.tail), 1) from None
+        for m in started.served if started is not None else []:
+            console.print(
+                f"serving {m.get('name')}:{m.get('version')} "
+                f"({m.get('framework')} {m.get('task')})",
+                highlight=False,
+            )
         if started is not None and not started.ready:
             reasons = "; ".join(started.failed.values()) or "see the log above"
             server.stop(proc)

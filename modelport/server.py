@@ -125,6 +125,7 @@ class Startup:
     ready: bool
     seconds: float
     failed: dict[str, str] = field(default_factory=dict)
+    served: list[dict[str, Any]] = field(default_factory=list)
 
 
 def wait_started(
@@ -141,23 +142,30 @@ def wait_started(
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=5) as resp:
                 if resp.status == 200:
-                    return Startup(True, time.monotonic() - start)
+                    return Startup(True, time.monotonic() - start, *_models(url))
         except urllib.error.HTTPError as exc:
             if exc.code == 503:
-                return Startup(False, time.monotonic() - start, _failures(url))
+                return Startup(False, time.monotonic() - start, *_models(url))
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(interval)
     raise TimeoutError(f"{url}/readyz did not answer within {timeout:.0f}s")
 
 
-def _failures(url: str) -> dict[str, str]:
+def _models(url: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """(failed model tag -> reason, served models) from the service's ``GET /models``."""
     try:
         with urllib.request.urlopen(f"{url}/models", timeout=5) as resp:
-            failed = json.load(resp).get("failed") or {}
-    except (urllib.error.URLError, OSError, ValueError, AttributeError):
-        return {}
-    return {str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {}
+            body = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}, []
+    if not isinstance(body, dict):
+        return {}, []
+    failed, served = body.get("failed"), body.get("models")
+    return (
+        {str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {},
+        [m for m in served if isinstance(m, dict)] if isinstance(served, list) else [],
+    )
 
 
 class Follower:
