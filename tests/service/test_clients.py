@@ -75,6 +75,7 @@ def test_schemathesis_finds_no_server_error(sklearn_server, tmp_path: Path) -> N
         capture_output=True,
         text=True,
         timeout=900,
+        cwd=tmp_path,  # it keeps a .schemathesis/ folder in its working directory
     )
     after = _codes(url)
     sent = {code: after[code] - before.get(code, 0) for code in after}
