@@ -155,6 +155,21 @@ spec:
               value: {{ $v.serving.monitoring | quote }}
             - name: MODELPORT_DRIFT_FLUSH_SECONDS
               value: {{ $v.serving.driftFlushSeconds | quote }}
+            # The pod's role in the release: every modelport_* series carries it as `variant`.
+            - name: MODELPORT_VARIANT
+              value: {{ .track | quote }}
+            {{- /* dig: a release upgraded with --reuse-values may predate canary.shadow. */}}
+            {{- if and (eq .track "stable") $v.canary.enabled (dig "shadow" "enabled" false $v.canary) }}
+            # Shadow traffic: a share of the answered requests mirrored to the canary Service.
+            - name: MODELPORT_SHADOW_URL
+              value: {{ printf "http://%s-canary:%v" (include "modelport.fullname" $root) $v.service.port | quote }}
+            - name: MODELPORT_SHADOW_FRACTION
+              value: {{ dig "shadow" "fraction" 0.1 $v.canary | quote }}
+            - name: MODELPORT_SHADOW_QUEUE
+              value: {{ dig "shadow" "queue" 256 $v.canary | quote }}
+            - name: MODELPORT_SHADOW_TOLERANCE
+              value: {{ dig "shadow" "tolerance" 0.01 $v.canary | quote }}
+            {{- end }}
             # Shared by the preStop hook and the server: the pod's writable /tmp.
             - name: MODELPORT_DRAIN_FILE
               value: /tmp/modelport-draining

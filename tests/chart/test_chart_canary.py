@@ -1,0 +1,159 @@
+"""The chart's side of canary releases: the variant of each Deployment, shadow traffic to
+the canary Service, Helm actuation as `modelport rollout` drives it (the same `--set`s,
+rendered by `helm template`), and the Argo Rollouts / Flagger templates validated against
+their CRDs, their PromQL checked by promtool."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modelport import rollout
+
+from .chartlib import CrdValidators, Doc, Renderer, one
+
+pytestmark = pytest.mark.chart
+
+CANARY = ("--set", "canary.enabled=true", "--set-string", "canary.model.version=v2")
+ARGO = ("--set", "canary.analysis.argoRollouts.enabled=true")
+FLAGGER = ("--set", "canary.analysis.flagger.enabled=true")
+
+
+def env(deployment: Doc) -> dict[str, str]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def sets(values: dict[str, str]) -> tuple[str, ...]:
+    """`modelport rollout`'s helm upgrade values as `helm template` arguments."""
+    args = rollout.Release("modelport", "models", "chart").upgrade(values)
+    return tuple(args[args.index("--wait") + 1 :])
+
+
+def test_each_deployment_names_its_variant(render: Renderer) -> None:
+    docs = render(None, *CANARY)
+    assert env(one(docs, "Deployment", "modelport"))["MODELPORT_VARIANT"] == "stable"
+    assert env(one(docs, "Deployment", "modelport-canary"))["MODELPORT_VARIANT"] == "canary"
+    assert "MODELPORT_SHADOW_URL" not in env(one(docs, "Deployment", "modelport"))
+
+
+def test_shadow_mirrors_from_stable_to_the_canary_service(render: Renderer) -> None:
+    docs = render(None, *CANARY, "--set", "canary.shadow.enabled=true")
+    stable = env(one(docs, "Deployment", "modelport"))
+    assert stable["MODELPORT_SHADOW_URL"] == "http://modelport-canary:3000"
+    assert stable["MODELPORT_SHADOW_FRACTION"] == "0.1"
+    assert stable["MODELPORT_SHADOW_TOLERANCE"] == "0.01"
+    assert "MODELPORT_SHADOW_URL" not in env(one(docs, "Deployment", "modelport-canary"))
+    service = one(docs, "Service", "modelport-canary")
+    canary = one(docs, "Deployment", "modelport-canary")
+    pod_labels = canary["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["selector"]["track"] == "canary"
+    # Stable pods never match the canary Service.
+    stable_labels = one(docs, "Deployment", "modelport")["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= stable_labels.items()
+
+
+def test_shadow_fraction_out_of_range_is_refused(render: Renderer) -> None:
+    message = render.error(None, *CANARY, "--set", "canary.shadow.fraction=1.5")
+    assert "fraction" in message
+
+
+def test_rollout_start_promote_abort_render(render: Renderer) -> None:
+    """start -> canary with the version and shadow; promote -> stable takes it, no canary;
+    abort -> no canary. The same value changes `helm upgrade --reuse-values` gets."""
+    base = ("--set-string", "model.version=v1", "--set-string", "image.tag=1.0.0")
+    started = render(None, *base, *sets(rollout.start_values("v2", "1.1.0", 0.5)))
+    canary = one(started, "Deployment", "modelport-canary")
+    assert canary["spec"]["template"]["metadata"]["labels"]["modelport.io/model-version"] == "v2"
+    assert canary["spec"]["template"]["spec"]["containers"][0]["image"] == "modelport:1.1.0"
+    assert env(one(started, "Deployment", "modelport"))["MODELPORT_SHADOW_FRACTION"] == "0.5"
+
+    user_values = {
+        "model": {"version": "v1"},
+        "image": {"tag": "1.0.0"},
+        "canary": {"enabled": True, "model": {"version": "v2"}, "image": {"tag": "1.1.0"}},
+    }
+    promoted = render(
+        None,
+        *base,
+        *sets(rollout.start_values("v2", "1.1.0")),
+        *sets(rollout.promote_values(user_values)),
+    )
+    assert not [d for d in promoted if d["metadata"]["name"].endswith("-canary")]
+    stable = one(promoted, "Deployment", "modelport")
+    assert stable["spec"]["template"]["metadata"]["labels"]["modelport.io/model-version"] == "v2"
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "modelport:1.1.0"
+    assert "MODELPORT_SHADOW_URL" not in env(stable)
+
+    aborted = render(None, *base, *sets(rollout.start_values("v2")), *sets(rollout.abort_values()))
+    assert not [d for d in aborted if d["metadata"]["name"].endswith("-canary")]
+    stable = one(aborted, "Deployment", "modelport")
+    assert stable["spec"]["template"]["metadata"]["labels"]["modelport.io/model-version"] == "v1"
+
+
+def test_analysis_templates_off_by_default(render: Renderer) -> None:
+    docs = render(None, *CANARY)
+    assert not [d for d in docs if d["kind"] in ("AnalysisTemplate", "MetricTemplate")]
+
+
+def test_argo_analysis_template_valid(render: Renderer, crd_validators: CrdValidators) -> None:
+    docs = render(None, *CANARY, *ARGO, "--set", "canary.shadow.enabled=true")
+    template = one(docs, "AnalysisTemplate")
+    crd_validators[("argoproj.io/v1alpha1", "AnalysisTemplate")](template)
+    metrics = {m["name"]: m for m in template["spec"]["metrics"]}
+    assert set(metrics) == {
+        "error-ratio-increase",
+        "p99-latency",
+        "prediction-psi",
+        "online-accuracy-drop",
+        "online-rmse-ratio",
+        "shadow-agreement",
+    }
+    assert metrics["prediction-psi"]["successCondition"] == "len(result) > 0 && result[0] <= 0.1"
+    assert metrics["online-rmse-ratio"]["successCondition"].endswith("<= 1.1")
+    # Without shadow traffic there is no agreement to judge.
+    plain = one(render(None, *CANARY, *ARGO), "AnalysisTemplate")
+    assert "shadow-agreement" not in {m["name"] for m in plain["spec"]["metrics"]}
+
+
+def test_flagger_metric_templates_valid(render: Renderer, crd_validators: CrdValidators) -> None:
+    docs = [d for d in render(None, *FLAGGER) if d["kind"] == "MetricTemplate"]
+    assert {d["metadata"]["name"] for d in docs} == {
+        "modelport-error-ratio-increase",
+        "modelport-p99-latency-ratio",
+        "modelport-prediction-psi",
+    }
+    for doc in docs:
+        crd_validators[("flagger.app/v1beta1", "MetricTemplate")](doc)
+
+
+def test_template_queries_are_promql(render: Renderer, promtool: str, tmp_path: Path) -> None:
+    """Every query, with Argo's and Flagger's variables filled in, parses as PromQL."""
+    docs = render(None, *CANARY, *ARGO, *FLAGGER, "--set", "canary.shadow.enabled=true")
+    queries = [
+        m["provider"]["prometheus"]["query"]
+        for m in one(docs, "AnalysisTemplate")["spec"]["metrics"]
+    ] + [d["spec"]["query"] for d in docs if d["kind"] == "MetricTemplate"]
+    fill = {
+        "{{args.canary-version}}": "v2",
+        "{{args.stable-version}}": "v1",
+        "{{ namespace }}": "models",
+        "{{ target }}": "modelport",
+        "{{ interval }}": "1m",
+    }
+    rules = []
+    for i, query in enumerate(queries):
+        for key, value in fill.items():
+            query = query.replace(key, value)
+        assert "{{" not in query, query
+        rules.append({"record": f"check_{i}", "expr": query})
+    path = tmp_path / "queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "checks", "rules": rules}]}))
+    proc = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
