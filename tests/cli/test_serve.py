@@ -3,6 +3,7 @@ failed start told with its reason, and SIGTERM/SIGINT passed on so nothing is le
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -36,6 +37,7 @@ class Cli:
     """`python -m modelport ARGS` with its output collected line by line as it comes."""
 
     def __init__(self, args: list[str], home: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "modelport", *args],
@@ -74,9 +76,19 @@ class Cli:
         return code
 
     def kill(self) -> None:
+        """After a failed test: stop the CLI (SIGTERM, which it passes on), then make sure
+        no server it started outlives the test."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if "--port" in self.args:
+            for pid in _servers_on(int(self.args[self.args.index("--port") + 1])):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
 
 
 @pytest.fixture
