@@ -10,6 +10,14 @@ with `-m e2e`: a plain `pytest` must never install into whatever cluster the con
 at. The default run still collects this module and resolves its fixtures
 (tests/chart/test_chart_e2e_offline.py), and tests its helpers (tests/chart/e2e.py).
 
+Registry mode (model.source=registry) runs too when MODELPORT_E2E_REGISTRY names an S3
+endpoint reachable from the cluster (e.g. http://minio.minio.svc:9000), with
+MODELPORT_E2E_REGISTRY_BUCKET (an existing bucket, default modelport-e2e),
+MODELPORT_E2E_REGISTRY_PUSH_URL (the same endpoint as this machine reaches it; default
+MODELPORT_E2E_REGISTRY) and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: both model versions
+are pushed from MODELPORT_E2E_BENTOML_HOME (default .tools/e2e-bentoml) and served from
+one image, `helm upgrade --set model.version=NEXT` rolling the model alone.
+
 Environment: MODELPORT_E2E_IMAGE and MODELPORT_E2E_IMAGE_NEXT (repo:tag; default
 modelport:e2e and modelport:e2e-next), MODELPORT_E2E_MODEL (default breast-cancer),
 MODELPORT_E2E_MODEL_VERSION and MODELPORT_E2E_MODEL_VERSION_NEXT (the model version in each
@@ -192,7 +200,9 @@ def change_cause(t: Tools, namespace: str) -> str:
 
 
 def cause(version: str, image: str) -> str:
-    return f"model {MODEL}:{version or 'latest'} (image {image})"
+    if not version:  # the image's pinned models, untouched by the chart
+        return f"model {MODEL} as pinned in image {image}"
+    return f"model {MODEL}:{version} (image {image})"
 
 
 def port_forward(t: Tools, namespace: str, path: str, body: dict | None = None) -> dict:
@@ -391,3 +401,106 @@ def test_install_upgrade_under_load_rollbacks_uninstall(tools: Tools, namespace:
     assert not left.strip(), f"left behind after uninstall: {left}"
     tests = kubectl(t, ns, "get", "pods", "-l", f"modelport.io/test-of={RELEASE}", "-o", "name")
     assert not tests.strip(), f"helm test pods left behind: {tests}"
+
+
+REGISTRY_ENDPOINT = os.environ.get("MODELPORT_E2E_REGISTRY", "")
+REGISTRY_BUCKET = os.environ.get("MODELPORT_E2E_REGISTRY_BUCKET", "modelport-e2e")
+REGISTRY_PREFIX = f"e2e-{uuid.uuid4().hex[:6]}"
+
+
+def push_to_registry() -> None:
+    """Both e2e model versions into the registry, from the e2e store, via the real client."""
+    from pathlib import Path
+
+    from modelport.registry import Registry, RegistrySettings
+
+    home = Path(
+        os.environ.get("MODELPORT_E2E_BENTOML_HOME", CHART.parents[1] / ".tools" / "e2e-bentoml")
+    )
+    registry = Registry(
+        RegistrySettings(
+            registry=f"s3://{REGISTRY_BUCKET}/{REGISTRY_PREFIX}",
+            registry_endpoint_url=os.environ.get(
+                "MODELPORT_E2E_REGISTRY_PUSH_URL", REGISTRY_ENDPOINT
+            ),
+        )
+    )
+    for version in (VERSION, VERSION_NEXT):
+        if registry.marker(MODEL, version) is None:
+            registry.push(home / "models" / MODEL / version)
+
+
+def helm_registry(t: Tools, namespace: str, version: str) -> None:
+    run(
+        t.helm,
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        f"image.repository={REPOSITORY}",
+        "--set",
+        f"image.tag={TAG}",
+        "--set",
+        "image.pullPolicy=IfNotPresent",
+        "--set",
+        "model.source=registry",
+        "--set",
+        f"model.name={MODEL}",
+        "--set",
+        f"model.version={version}",
+        "--set",
+        f"registry.bucket={REGISTRY_BUCKET}",
+        "--set",
+        f"registry.prefix={REGISTRY_PREFIX}",
+        "--set",
+        f"registry.endpointUrl={REGISTRY_ENDPOINT}",
+        "--set",
+        "registry.credentialsSecret=modelport-e2e-registry",
+        "--set",
+        "replicaCount=2",
+        *t.helm_flags,
+        "--wait",
+        "--timeout",
+        TIMEOUT,
+    )
+
+
+def test_registry_mode_rolls_a_model_without_a_new_image(tools: Tools, namespace: str) -> None:
+    if not REGISTRY_ENDPOINT:
+        pytest.skip(
+            "e2e registry mode: set MODELPORT_E2E_REGISTRY to an S3 endpoint the cluster reaches"
+        )
+    assert VERSION and VERSION_NEXT, "MODELPORT_E2E_MODEL_VERSION(_NEXT) are needed (make e2e)"
+    t, ns = tools, namespace
+    push_to_registry()
+    kubectl(
+        t,
+        ns,
+        "create",
+        "secret",
+        "generic",
+        "modelport-e2e-registry",
+        f"--from-literal=AWS_ACCESS_KEY_ID={os.environ['AWS_ACCESS_KEY_ID']}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={os.environ['AWS_SECRET_ACCESS_KEY']}",
+    )
+    helm_registry(t, ns, VERSION)
+    rollout_done(t, ns)
+    served_version(t, ns, VERSION)
+    start = time.monotonic()
+    helm_registry(t, ns, VERSION_NEXT)  # same image: only the model changes
+    rollout_done(t, ns)
+    seconds = time.monotonic() - start
+    print(f"registry mode: helm upgrade to {MODEL}:{VERSION_NEXT} ready in {seconds:.0f}s")
+    assert deployed_image(t, ns) == IMAGE
+    served_version(t, ns, VERSION_NEXT)
+    hist = kubectl(t, ns, "rollout", "history", DEPLOYMENT)
+    for version in (VERSION, VERSION_NEXT):
+        assert f"model {MODEL}:{version} from registry" in hist, hist
+    run(t.helm, "rollback", RELEASE, "-n", ns, *t.helm_flags, "--wait", "--timeout", TIMEOUT)
+    rollout_done(t, ns)
+    served_version(t, ns, VERSION)
+    run(t.helm, "uninstall", RELEASE, "-n", ns, "--wait", "--timeout", TIMEOUT)
+    wait_gone(lambda: release_pods(t, ns), POD_GONE_SECONDS)

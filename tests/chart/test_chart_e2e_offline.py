@@ -48,13 +48,14 @@ def test_e2e_suite_collects_and_its_fixtures_resolve() -> None:
     assert proc.returncode == 5 or proc.returncode == 0, proc.stdout + proc.stderr
     assert "ERROR" not in proc.stdout, proc.stdout
     assert "test_install_upgrade_under_load_rollbacks_uninstall" in proc.stdout
+    assert "test_registry_mode_rolls_a_model_without_a_new_image" in proc.stdout
     assert "SETUP    M namespace" in proc.stdout, proc.stdout
 
 
 def test_e2e_suite_skips_without_the_marker() -> None:
     proc = _pytest("-rs", str(SUITE))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "1 skipped" in proc.stdout and "run it with `pytest -m e2e`" in proc.stdout
+    assert "2 skipped" in proc.stdout and "run it with `pytest -m e2e`" in proc.stdout
 
 
 def test_no_fixture_is_called_directly() -> None:
