@@ -16,6 +16,7 @@ is stale (a previous run's) and ignored.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import threading
@@ -55,11 +56,9 @@ class DrainWatch:
 
     def check(self) -> bool:
         if not self.draining:
-            try:
-                # 1 s of slack for filesystems with coarse timestamps.
+            # No marker yet: OSError. 1 s of slack for filesystems with coarse timestamps.
+            with contextlib.suppress(OSError):
                 self.draining = self.path.stat().st_mtime >= self.since - 1.0
-            except OSError:
-                pass
         return self.draining
 
     def start(self) -> DrainWatch:

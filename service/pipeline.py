@@ -24,6 +24,7 @@ from modelport.settings import ServiceSettings
 from service import v2
 from service.monitoring import UNKNOWN_MODEL
 from service.runtime import ModelSet, ServedModel
+from service.shadow import MIRROR_HEADER, Mirror
 from service.transport import (
     BINARY_HEADER,
     FastJSON,
@@ -67,11 +68,18 @@ class Codec(ABC):
     @abstractmethod
     def encode(self, call: Call, served: ServedModel, result: Any) -> Response: ...
 
+    def mirrored(self, valid: Any, result: Any) -> tuple[Any, Any] | None:
+        """(batch, output) to mirror to a canary, for prediction routes."""
+        return None
+
 
 class Pipeline:
-    def __init__(self, models: ModelSet, settings: ServiceSettings) -> None:
+    def __init__(
+        self, models: ModelSet, settings: ServiceSettings, mirror: Mirror | None = None
+    ) -> None:
         self.models = models
         self.settings = settings
+        self.mirror = mirror
 
     async def handle(self, request: Request, codec: Codec) -> Response:
         start = time.perf_counter()
@@ -97,6 +105,10 @@ class Pipeline:
             self._failed(served, codec.endpoint, 500, [])
             return error_response(500, "internal error; see the server log")
         served.metrics.request(codec.endpoint, 200, time.perf_counter() - start)
+        if self.mirror is not None and MIRROR_HEADER not in request.headers:
+            shadow = codec.mirrored(valid, result)
+            if shadow is not None:
+                self.mirror.offer(served, *shadow)
         return response
 
     def _failed(
@@ -132,6 +144,9 @@ class Predict(Codec):
         return parse_instances(
             call.payload.get("instances"), served.schema, settings.max_batch_rows
         )
+
+    def mirrored(self, valid: Any, result: Any) -> tuple[Any, Any] | None:
+        return valid, result
 
     def encode(self, call: Call, served: ServedModel, result: Any) -> Response:
         return FastJSON(
@@ -181,6 +196,9 @@ class Infer(Codec):
             return out, specs, await explained
 
         return later()
+
+    def mirrored(self, valid: Any, result: Any) -> tuple[Any, Any] | None:
+        return valid[0], result[0]
 
     def encode(self, call: Call, served: ServedModel, result: Any) -> Response:
         out, specs, explained = result
@@ -276,6 +294,9 @@ class Explain(Predict):
     def run(self, call: Call, served: ServedModel, valid: Any) -> Any:
         batch, settings = valid
         return explain(served, batch, call.payload.get("all_classes", False), settings, "instances")
+
+    def mirrored(self, valid: Any, result: Any) -> tuple[Any, Any] | None:
+        return None
 
     def encode(self, call: Call, served: ServedModel, result: Any) -> Response:
         return FastJSON(

@@ -10,6 +10,7 @@ The routes are in :mod:`service.routes`; every model route runs
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import bentoml
@@ -18,7 +19,10 @@ from modelport.settings import ServiceSettings
 from service import routes
 from service.pipeline import Pipeline
 from service.runtime import ModelSet
+from service.shadow import Mirror
 from service.transport import Guard, draining
+
+log = logging.getLogger("modelport")
 
 # Two per-request costs BentoML pays by default, each measured by bench/ (see
 # docs/performance.md): OpenTelemetry spans, which BentoML records even when nothing
@@ -43,7 +47,19 @@ class ModelPort:
 
         self.settings = ServiceSettings()
         self.models = ModelSet.load(self.settings)
-        self.pipeline = Pipeline(self.models, self.settings)
+        self.mirror: Mirror | None = None
+        if self.settings.shadow_url:
+            try:
+                self.mirror = Mirror(self.settings).start()
+                log.info(
+                    "mirroring %g of predictions to %s",
+                    self.settings.shadow_fraction,
+                    self.settings.shadow_url,
+                )
+            except ValueError as exc:  # a bad setting keeps the pod unready, with the reason
+                self.models.failures["shadow"] = str(exc)
+                log.error("not ready: %s", exc)
+        self.pipeline = Pipeline(self.models, self.settings, self.mirror)
         self.openapi_doc: dict[str, Any] | None = None
         # Models and libraries are loaded for good: move them out of the collector's
         # view, so full collections under load stop scanning them (the p99 spikes).
@@ -57,6 +73,8 @@ class ModelPort:
         this after the in-flight requests have finished)."""
         if self.models.flusher is not None:
             self.models.flusher.stop()
+        if self.mirror is not None:
+            self.mirror.stop()
 
     @property
     def ready(self) -> bool:

@@ -96,7 +96,10 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
     def _start(models: str, **kw: object) -> Server:
-        s = launch(tmp_path, models, **kw)  # type: ignore[arg-type]
+        # A folder (so a BentoML home, so a metrics dir) of its own per server.
+        base = tmp_path / f"server-{len(started)}"
+        base.mkdir()
+        s = launch(base, models, **kw)  # type: ignore[arg-type]
         started.append(s)
         return s
 
