@@ -82,6 +82,13 @@ bench: venv tools ## Benchmark suite (a few minutes): writes bench/results/lates
 bench-quick: venv tools ## The benchmark suite with short load points (about 2 minutes).
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
+# The git revision `make bench-rev` compares the working tree with.
+BASE ?= HEAD~1
+
+.PHONY: bench-rev
+bench-rev: venv tools ## /predict and V2 infer throughput of the working tree against revision BASE, in turn.
+	$(BIN)/python -m bench.revisions $(BASE)
+
 ##@ Development
 
 .PHONY: test

@@ -53,6 +53,7 @@ def start(
     prefix: list[str] | None = None,
     service: str = SERVICE,
     pipe: bool = False,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """``bentoml serve`` on 127.0.0.1:port, in its own process group.
 
@@ -60,7 +61,7 @@ def start(
     :func:`follow`), else nowhere. ``service_config`` overrides the service's decorator
     settings (BentoML's ``services.modelport`` config); ``prefix`` wraps the command (e.g.
     ``taskset``); ``service`` is the import path served (another service only in
-    benchmarks).
+    benchmarks), imported from ``cwd`` (default: the current directory).
     """
     child_env = {**os.environ, **(env or {})}
     child_env.setdefault("BENTOML_DO_NOT_TRACK", "True")
@@ -89,6 +90,7 @@ def start(
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        cwd=cwd,
     )
 
 
