@@ -32,12 +32,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--into", type=Path, required=True, help="BentoML home; models land in its models/."
     )
     parser.add_argument(
+        "--bento-models",
+        type=Path,
+        default=None,
+        help="The image's bento model store, copied in first: `bentoml serve` resolves every "
+        "model the bento declares at start, from the store that replaces it.",
+    )
+    parser.add_argument(
         "--verify-key",
         type=Path,
         default=None,
         help="Public key (PEM) signatures must verify with (default: MODELPORT_VERIFY_KEY).",
     )
     return parser.parse_args(argv)
+
+
+def copy_bento_models(source: Path, store: Path) -> None:
+    """The image's own models into the pulled store (those already there are kept). They
+    are not served unless MODELPORT_MODELS names them; BentoML only checks they exist."""
+    import shutil
+
+    for model_dir in sorted(source.glob("*/*/model.yaml")):
+        version_dir = model_dir.parent
+        target = store / version_dir.parent.name / version_dir.name
+        if not target.exists():
+            shutil.copytree(version_dir, target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         key = args.verify_key or ServiceSettings().verify_key
         registry = Registry()
+        # Every version is checked before anything is written: a bad one leaves no trace.
         for tag in args.tags:
-            start = time.monotonic()
             name, version = registry.resolve(tag)
             if f"{name}:{version}" != tag:
                 # NAME:X falls back to the alias X: the pod template would not name its model.
@@ -67,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"{tag}: not a published version but an alias (of {name}:{version}); "
                     "set the exact version"
                 )
+        if args.bento_models is not None:
+            copy_bento_models(args.bento_models, args.into / "models")
+        for tag in args.tags:
+            start = time.monotonic()
             exact, downloaded = registry.pull(tag, args.into, key)
             how = "pulled" if downloaded else "already present, re-verified"
             signed = "signature verified" if key else "signatures not enforced (no key)"

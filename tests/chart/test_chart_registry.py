@@ -40,6 +40,8 @@ def test_init_container_pulls_the_exact_versions(render: Renderer) -> None:
         "diabetes:siodmehme2s3oax4",
         "--into",
         "/pull",
+        "--bento-models",
+        "/home/bentoml/bento/models",
     ]
     env = _env(init)
     assert env["MODELPORT_REGISTRY"] == "s3://ml-models/team-a"

@@ -77,13 +77,15 @@ spec:
       initContainers:
         # Pulls and verifies the exact versions into the models emptyDir (modelport/pull.py);
         # a failure is one log line and exit 2, so the pod never starts without its model.
+        # The image's own models are copied alongside: `bentoml serve` checks that every
+        # model its bento declares exists, though only MODELPORT_MODELS are served.
         - name: pull-model
           image: {{ $image }}
           imagePullPolicy: {{ $v.image.pullPolicy }}
           securityContext:
             {{- toYaml $v.securityContext | nindent 12 }}
           command:
-            {{- toYaml (concat (list "python" "-m" "modelport.pull") (splitList "," $models) (list "--into" "/pull")) | nindent 12 }}
+            {{- toYaml (concat (list "python" "-m" "modelport.pull") (splitList "," $models) (list "--into" "/pull" "--bento-models" "/home/bentoml/bento/models")) | nindent 12 }}
           env:
             - name: MODELPORT_REGISTRY
               value: {{ include "modelport.registryUrl" $root | quote }}
