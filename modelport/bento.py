@@ -15,7 +15,8 @@ def build_config(bentofile: Path, tags: list[str] | None = None) -> dict[str, An
 
     Exact tags go both into the bento's model list and into ``MODELPORT_MODELS``, so
     the image serves precisely what was built; TensorFlow is dropped from the
-    packages when no Keras model is included (sklearn-only images stay small).
+    packages when no Keras model is included (sklearn-only images stay small), and shap
+    when every model has exact linear explanations.
     """
     try:
         config = yaml.safe_load(bentofile.read_text())
@@ -25,10 +26,17 @@ def build_config(bentofile: Path, tags: list[str] | None = None) -> dict[str, An
     resolved = [store.resolve(t) for t in wanted]
     exact = [str(m.tag) for m in resolved]
     config["models"] = exact
-    keras = any(store.card_of(m).framework == "keras" for m in resolved)
+    cards = [store.card_of(m) for m in resolved]
+    keras = any(c.framework == "keras" for c in cards)
+    # shap (with numba, ~100 MB) only where a model's explanations need it: exact linear
+    # ones are closed-form; trees and sampled methods use shap. Training recorded each
+    # model's method with its importance.
+    shap = any(c.importance is None or c.importance.method != "linear-exact" for c in cards)
     python = config.setdefault("python", {})
     python["packages"] = [
-        p for p in python.get("packages", []) if keras or not p.startswith("tensorflow")
+        p
+        for p in python.get("packages", [])
+        if (keras or not p.startswith("tensorflow")) and (shap or not p.startswith("shap"))
     ]
     envs = [e for e in config.get("envs", []) if e.get("name") != "MODELPORT_MODELS"]
     config["envs"] = [{"name": "MODELPORT_MODELS", "value": ",".join(exact)}, *envs]
