@@ -61,6 +61,16 @@ def selector(model: str, extra: str = "", **labels: str) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+def increase(series: str, window: str) -> str:
+    """Growth of counters over the window, counting those born inside it from zero:
+    ``increase()`` takes a new series' first sample as its baseline, which loses what a
+    new pod (or a label child created by its first request or feedback) counted before
+    its first scrape. Those have no sample one window ago: their first value is added."""
+    grown = f"increase({series}[{window}])"
+    born = f"min_over_time({series}[{window}]) unless {series} offset {window}"
+    return f"(({grown} + ({born})) or {grown})"
+
+
 def _le(value: str) -> float:
     return math.inf if value == "+Inf" else float(value)
 
@@ -117,12 +127,12 @@ def observe(
         return rows
 
     def inc(metric: str, **labels: str) -> str:
-        return f"increase({metric}{selector(model, extra, **labels)}[{window}])"
+        return increase(f"{metric}{selector(model, extra, **labels)}", window)
 
     api = f"{extra},{API}" if extra else API
-    requests = f"increase(modelport_requests_total{selector(model, api)}[{window}])"
-    errors = f"increase(modelport_requests_total{selector(model, f'{api},{ERRORS}')}[{window}])"
-    latency = f"increase(modelport_request_duration_seconds_bucket{selector(model, api)}[{window}])"
+    requests = increase(f"modelport_requests_total{selector(model, api)}", window)
+    errors = increase(f"modelport_requests_total{selector(model, f'{api},{ERRORS}')}", window)
+    latency = increase(f"modelport_request_duration_seconds_bucket{selector(model, api)}", window)
     for target, _, value in per_variant(f"sum by (variant) ({requests})"):
         target.requests = value
     for target, _, value in per_variant(f"sum by (variant) ({errors})"):

@@ -1,0 +1,378 @@
+"""The judge end to end: a real Prometheus (1 s scrapes) scraping real `bentoml serve`
+processes on loopback, one stable (MODELPORT_VARIANT=stable) and three canaries
+(MODELPORT_VARIANT=canary), each canary with the stable server in its own scrape job, as
+each would be its own release:
+
+- good: the same recipe with another regularisation (C=0.5): promote;
+- shuffled: trained on shuffled labels: its predictions and its feedback give it away;
+- schema: trained without one feature, so it rejects (400) every request stable answers.
+
+Traffic and feedback come from the test; `modelport rollout analyze` runs as a user runs it,
+and the chart's Argo Rollouts AnalysisTemplate queries run on the same Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from modelport import server as srv
+from tests.conftest import IN_CI
+from tests.service.conftest import Server, launch
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL = "bc-rollout"  # its own name: never touches the session's breast-cancer versions
+NAMESPACE = "models"
+SCENARIOS = ("good", "shuffled", "schema")
+# Loopback p99s of two servers on a shared 2-core machine differ by more than the chart's
+# 10 ms slack under other load; the check itself is unit-tested.
+THRESHOLDS = ["p99_slack_seconds=0.1", "min_requests=100", "min_feedback=100"]
+ROWS = 160  # requests per variant and scenario
+
+
+@dataclass
+class Trained:
+    X: Any  # features (DataFrame)
+    y: Any  # labels
+    stable: str
+    canaries: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def trained(settings) -> Trained:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    from training.data import Dataset, frame_sha256, validate_frame
+    from training.recipes import RECIPES
+    from training.run import Choice, train
+
+    recipe = RECIPES["breast-cancer"]
+    frame = recipe.load()
+
+    def fit(data_frame, force: bool = False, params: dict | None = None) -> str:  # type: ignore[no-untyped-def]
+        X, y, task = validate_frame(
+            data_frame,
+            recipe.target,
+            source=MODEL,
+            task=recipe.task,
+            min_rows=settings.min_rows,
+            max_categories=settings.max_categories,
+        )
+        data = Dataset(X, y, task, MODEL, frame_sha256(data_frame))
+        result = train(
+            data,
+            name=MODEL,
+            framework="sklearn",
+            settings=settings,
+            console=Console(quiet=True),
+            force=force,
+            choice=Choice(params=params or {}),
+        )
+        assert result.registered, result.gate.failures
+        return result.tag.split(":")[1]
+
+    stable = fit(frame)
+    shuffled = frame.copy()
+    shuffled[recipe.target] = np.random.default_rng(7).permutation(shuffled[recipe.target].values)
+    canaries = {
+        "good": fit(frame, params={"C": 0.5}),
+        "shuffled": fit(shuffled, force=True),
+        "schema": fit(frame.drop(columns=["mean radius"]), force=True),
+    }
+    X = frame.drop(columns=[recipe.target])
+    return Trained(X, frame[recipe.target].to_numpy(), stable, canaries)
+
+
+@pytest.fixture(scope="module")
+def servers(
+    trained: Trained, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Server]]:
+    """The stable server and the three canaries, started together."""
+    started: dict[str, Server] = {}
+    versions = {"stable": trained.stable, **trained.canaries}
+    try:
+        for role, version in versions.items():
+            variant = "stable" if role == "stable" else "canary"
+            started[role] = launch(
+                tmp_path_factory.mktemp(f"rollout-{role}"),
+                f"{MODEL}:{version}",
+                env={"MODELPORT_VARIANT": variant},
+                wait=False,
+            )
+        for s in started.values():
+            srv.wait_ready(s.url, s.proc, timeout=120)
+        yield started
+    finally:
+        for s in started.values():
+            s.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    servers: dict[str, Server], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if IN_CI:
+            pytest.fail("prometheus is not installed: run `make tools`")
+        pytest.skip("prometheus not installed (make tools installs it)")
+    work = tmp_path_factory.mktemp("prometheus")
+    stable = servers["stable"].url.removeprefix("http://")
+    # One job per scenario, named as the chart's release <scenario>-modelport would be, with
+    # the namespace label the ServiceMonitor's targets carry.
+    jobs = [
+        {
+            "job_name": f"{scenario}-modelport",
+            "static_configs": [
+                {
+                    "targets": [stable, servers[scenario].url.removeprefix("http://")],
+                    "labels": {"namespace": NAMESPACE},
+                }
+            ],
+        }
+        for scenario in SCENARIOS
+    ]
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": jobs,
+    }
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = srv.free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=(work / "log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60)
+        # Both targets of every job scraped twice, so traffic from now on is counted.
+        wait_for(lambda: query(url, "count(up == 1)") == [6.0], 30)
+        time.sleep(2.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def wait_for(check, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("timed out")
+
+
+def query(url: str, promql: str) -> list[float]:
+    body = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=10).json()
+    assert body["status"] == "success", body
+    return [float(x["value"][1]) for x in body["data"]["result"]]
+
+
+def traffic(trained: Trained, stable: Server, canary: Server) -> None:
+    """ROWS single-row predictions to each, interleaved (same load on both), then the true
+    labels of the answered ones as feedback naming the version that predicted."""
+    records = trained.X.to_dict(orient="records")
+    answered: dict[str, list[tuple[str, Any, Any]]] = {"stable": [], "canary": []}
+    with stable.client() as s, canary.client() as c:
+        for i in range(ROWS):
+            row = i % len(records)
+            for side, client in (("stable", s), ("canary", c)):
+                r = client.post("/predict", json={"model": MODEL, "instances": [records[row]]})
+                if r.status_code == 200:
+                    body = r.json()
+                    answered[side].append(
+                        (body["model_version"], body["predictions"][0], trained.y[row])
+                    )
+        for side, client in (("stable", s), ("canary", c)):
+            pairs = answered[side]
+            if pairs:
+                items = [{"prediction": p, "label": int(y)} for _, p, y in pairs]
+                client.post(
+                    "/feedback", json={"model": MODEL, "model_version": pairs[0][0], "items": items}
+                ).raise_for_status()
+    time.sleep(3.5)  # a few scrapes
+
+
+def analyze(prometheus: str, scenario: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelport",
+            "rollout",
+            "analyze",
+            "--model",
+            MODEL,
+            "--prometheus",
+            prometheus,
+            "--selector",
+            f'namespace="{NAMESPACE}",job="{scenario}-modelport"',
+            "--window",
+            "5m",
+            *(arg for t in THRESHOLDS for arg in ("--threshold", t)),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode in (0, 3, 4), proc.stderr
+    if "--output" in extra:
+        return proc.returncode, json.loads(proc.stdout)
+    print(proc.stdout)  # the table, for the record (pytest -s)
+    return proc.returncode, {}
+
+
+def statuses(report: dict[str, Any]) -> dict[str, str]:
+    return {c["name"]: c["status"] for c in report["checks"]}
+
+
+@pytest.fixture(scope="module")
+def reports(trained: Trained, servers: dict[str, Server], prometheus: str) -> dict[str, Any]:
+    """Each scenario analysed before any traffic (not enough data), then after it."""
+    out: dict[str, Any] = {}
+    out["before"] = analyze(prometheus, "good", "--output", "json")
+    for scenario in SCENARIOS:
+        traffic(trained, servers["stable"], servers[scenario])
+    for scenario in SCENARIOS:
+        out[scenario] = analyze(prometheus, scenario, "--output", "json")
+        analyze(prometheus, scenario)  # the table, printed
+    return out
+
+
+def test_not_enough_data_is_neither_pass_nor_fail(reports: dict[str, Any]) -> None:
+    code, report = reports["before"]
+    assert code == 4
+    assert report["verdict"] == "inconclusive"
+    assert statuses(report)["error_ratio"] == "insufficient"
+    assert statuses(report)["online_accuracy"] == "insufficient"
+
+
+def test_good_canary_passes(reports: dict[str, Any], trained: Trained) -> None:
+    code, report = reports["good"]
+    assert (code, report["verdict"]) == (0, "pass"), report
+    assert report["canary_version"] == trained.canaries["good"]
+    assert report["stable_version"] == trained.stable
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["error_ratio"]["canary"] == 0
+    assert checks["prediction_psi"]["canary"] < 0.01
+    assert checks["online_accuracy"]["samples"] >= ROWS * 0.9
+    assert checks["shadow_agreement"]["status"] == "skipped"
+
+
+def test_shuffled_labels_canary_fails(reports: dict[str, Any]) -> None:
+    code, report = reports["shuffled"]
+    assert (code, report["verdict"]) == (3, "fail"), report
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["online_accuracy"]["status"] == "fail"
+    assert checks["online_accuracy"]["stable"] > 0.9
+    assert checks["online_accuracy"]["canary"] < 0.8
+    assert checks["error_ratio"]["status"] == "pass"  # it answers, wrongly
+
+
+def test_canary_rejecting_requests_fails(reports: dict[str, Any]) -> None:
+    code, report = reports["schema"]
+    assert (code, report["verdict"]) == (3, "fail"), report
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["error_ratio"]["status"] == "fail"
+    assert checks["error_ratio"]["canary"] > 0.9
+    assert checks["error_ratio"]["stable"] == 0
+    # It predicted nothing, so there is nothing to compare its predictions with.
+    assert checks["prediction_psi"]["status"] == "insufficient"
+
+
+def argo_queries(helm: str, release: str, stable: str, canary: str) -> dict[str, str]:
+    from tests.chart.chartlib import CHART
+
+    text = subprocess.run(
+        [
+            helm,
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--set",
+            f"model.name={MODEL}",
+            "--set",
+            "canary.analysis.argoRollouts.enabled=true",
+            "--set",
+            "canary.analysis.minRequests=100",
+            "--set",
+            "canary.analysis.minFeedback=100",
+            "--set",
+            "canary.analysis.window=5m",
+            "--show-only",
+            "templates/analysistemplate.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    template = yaml.safe_load(text)
+    return {
+        m["name"]: m["provider"]["prometheus"]["query"]
+        .replace("{{args.stable-version}}", stable)
+        .replace("{{args.canary-version}}", canary)
+        for m in template["spec"]["metrics"]
+    }
+
+
+def test_argo_analysis_template_agrees(
+    reports: dict[str, Any], trained: Trained, prometheus: str
+) -> None:
+    """The chart's AnalysisTemplate, run on the same Prometheus, reaches the same verdicts
+    (and values) as the judge."""
+    from tests.chart.chartlib import find_tool
+
+    helm = find_tool("helm")
+    if helm is None:
+        if IN_CI:
+            pytest.fail("helm not found: run `make tools`")
+        pytest.skip("helm not found (make tools installs it)")
+    values: dict[str, dict[str, list[float]]] = {}
+    for scenario in SCENARIOS:
+        queries = argo_queries(helm, scenario, trained.stable, trained.canaries[scenario])
+        values[scenario] = {name: query(prometheus, q) for name, q in queries.items()}
+    good, shuffled, schema = values["good"], values["shuffled"], values["schema"]
+    judged = {s: {c["name"]: c for c in reports[s][1]["checks"]} for s in SCENARIOS}
+    # good: every condition holds (error ratio increase 0, PSI and accuracy drop small).
+    assert good["error-ratio-increase"] == [0.0]
+    assert good["prediction-psi"][0] == pytest.approx(
+        judged["good"]["prediction_psi"]["canary"], abs=0.01
+    )
+    assert good["online-accuracy-drop"][0] <= 0.02
+    assert good["online-rmse-ratio"] == [1.0]  # a classifier: not applicable, passes
+    # shuffled: the accuracy drop is the judge's stable minus canary accuracy.
+    drop = judged["shuffled"]["online_accuracy"]
+    assert shuffled["online-accuracy-drop"][0] == pytest.approx(
+        drop["stable"] - drop["canary"], abs=0.02
+    )
+    assert shuffled["online-accuracy-drop"][0] > 0.02
+    # schema: errors; no predictions, so the PSI query has no result (inconclusive).
+    assert schema["error-ratio-increase"][0] > 0.9
+    assert schema["prediction-psi"] == []
