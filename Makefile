@@ -230,7 +230,7 @@ e2e: venv ## End-to-end suite on the current kube context (needs e2e-images load
 	MODELPORT_E2E_IMAGE=$(E2E_IMG) MODELPORT_E2E_IMAGE_NEXT=$(E2E_IMG_NEXT) MODELPORT_E2E_MODEL=$(E2E_MODEL) \
 	  MODELPORT_E2E_MODEL_VERSION=$$(sed -n 1p $(E2E_HOME)/versions) \
 	  MODELPORT_E2E_MODEL_VERSION_NEXT=$$(sed -n 2p $(E2E_HOME)/versions) \
-	  $(BIN)/python -m pytest -m e2e tests/chart/test_chart_e2e.py $(PYTEST_ARGS)
+	  $(BIN)/python -m pytest -m e2e tests/chart/test_chart_e2e.py tests/chart/test_chart_e2e_canary.py $(PYTEST_ARGS)
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster.
