@@ -199,6 +199,36 @@ def test_serving_settings_reach_the_service(render: Renderer) -> None:
     )
 
 
+def test_explain_values_reach_the_service(render: Renderer) -> None:
+    from modelport.settings import ServiceSettings
+
+    defaults = env(stable(render(None)))
+    assert (defaults["MODELPORT_EXPLAIN"], defaults["MODELPORT_EXPLAIN_MAX_ROWS"]) == ("true", "16")
+    values = env(
+        stable(
+            render(
+                None,
+                "--set",
+                "serving.explain.enabled=false",
+                "--set",
+                "serving.explain.budgetSeconds=2",
+                "--set",
+                "serving.explain.maxRows=4",
+            )
+        )
+    )
+    settings = ServiceSettings(
+        explain=values["MODELPORT_EXPLAIN"],
+        explain_budget_seconds=values["MODELPORT_EXPLAIN_BUDGET_SECONDS"],
+        explain_max_rows=values["MODELPORT_EXPLAIN_MAX_ROWS"],
+    )
+    assert (settings.explain, settings.explain_budget_seconds, settings.explain_max_rows) == (
+        False,
+        2.0,
+        4,
+    )
+
+
 def test_bentoml_config_overrides_deep_merge(render: Renderer) -> None:
     docs = render(
         None,

@@ -157,6 +157,12 @@ spec:
               value: {{ $v.serving.monitoring | quote }}
             - name: MODELPORT_DRIFT_FLUSH_SECONDS
               value: {{ $v.serving.driftFlushSeconds | quote }}
+            - name: MODELPORT_EXPLAIN
+              value: {{ $v.serving.explain.enabled | quote }}
+            - name: MODELPORT_EXPLAIN_BUDGET_SECONDS
+              value: {{ $v.serving.explain.budgetSeconds | quote }}
+            - name: MODELPORT_EXPLAIN_MAX_ROWS
+              value: {{ $v.serving.explain.maxRows | quote }}
             # The pod's role in the release: every modelport_* series carries it as `variant`.
             - name: MODELPORT_VARIANT
               value: {{ .track | quote }}
