@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -216,10 +217,16 @@ class Container:
         self.podman("rm", "--force", "--time", "0", self.name, check=False)
 
 
-def start_container(deployment: dict[str, Any], env: dict[str, str], name: str) -> Container:
+def start_container(
+    deployment: dict[str, Any],
+    env: dict[str, str],
+    name: str,
+    volumes: dict[str, Path] | None = None,
+) -> Container:
     """`podman run` with the arguments the Deployment translates to; waits until the
-    readiness path answers 200, failing once the startup probe's budget is spent."""
-    spec = podman.run_spec(deployment, "modelport")
+    readiness path answers 200, failing once the startup probe's budget is spent.
+    ``volumes``: host directories for the pod's shared volumes (podman.run_spec)."""
+    spec = podman.run_spec(deployment, "modelport", volumes=volumes)
     port = srv.free_port()
     c = Container(name, f"http://127.0.0.1:{port}", spec, env)
     c.remove()  # a leftover of an interrupted run

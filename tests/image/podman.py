@@ -38,6 +38,9 @@ class RunSpec:
     startup_path: str
     readiness_path: str
     args: tuple[str, ...] = field(default=())
+    # Host directories standing in for shared emptyDirs, Secrets and ConfigMaps:
+    # "HOST:CONTAINER[:ro]" for `podman run -v`.
+    binds: tuple[str, ...] = field(default=())
 
     def tmpfs_options(self) -> str:
         # An emptyDir is an ordinary directory: world-writable (kubelet creates it 0777),
@@ -48,18 +51,30 @@ class RunSpec:
 _PULL = {"Always": "always", "IfNotPresent": "missing", "Never": "never"}
 
 
-def run_spec(deployment: Mapping[str, Any], container: str | None = None) -> RunSpec:
+def run_spec(
+    deployment: Mapping[str, Any],
+    container: str | None = None,
+    *,
+    volumes: Mapping[str, Path] | None = None,
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
+) -> RunSpec:
     """Translate a rendered Deployment (its pod template) into a RunSpec.
 
-    Anything the translation cannot reproduce faithfully (volumes other than emptyDir,
-    env from Secrets, an exec probe) is an error rather than silently dropped, so a chart
+    ``container`` may name an init container. ``volumes`` maps volume names to host
+    directories: an emptyDir shared by an init container and the server, a Secret or a
+    ConfigMap (its files); ``secrets`` gives the Secrets that env and envFrom read.
+    Anything else the translation cannot reproduce faithfully (other volumes, env from an
+    unknown Secret, an exec probe) is an error rather than silently dropped, so a chart
     change cannot make the image test pass vacuously.
     """
     pod = deployment["spec"]["template"]["spec"]
-    containers = pod["containers"]
-    c = next((x for x in containers if container in (None, x["name"])), None)
+    volumes = volumes or {}
+    secrets = secrets or {}
+    inits = pod.get("initContainers") or []
+    c = next((x for x in [*pod["containers"], *inits] if container in (None, x["name"])), None)
     if c is None:
         raise ImageError(f"no container {container!r} in the Deployment")
+    is_init = any(c is x for x in inits)
     pod_sc: Mapping[str, Any] = pod.get("securityContext") or {}
     sc: Mapping[str, Any] = {**pod_sc, **(c.get("securityContext") or {})}
 
@@ -76,31 +91,43 @@ def run_spec(deployment: Mapping[str, Any], container: str | None = None) -> Run
     if seccomp not in (None, "RuntimeDefault", "Unconfined"):
         raise ImageError(f"seccompProfile {seccomp} has no podman equivalent here")
 
-    volumes = {v["name"]: v for v in pod.get("volumes") or []}
-    writable = []
+    declared = {v["name"]: v for v in pod.get("volumes") or []}
+    writable, binds = [], []
     for mount in c.get("volumeMounts") or []:
-        volume = volumes.get(mount["name"], {})
-        if "emptyDir" not in volume:
-            raise ImageError(f"volume {mount['name']!r} is not an emptyDir; cannot reproduce it")
-        if not mount.get("readOnly"):
+        name, read_only = mount["name"], bool(mount.get("readOnly"))
+        if name in volumes:
+            host = volumes[name] / mount.get("subPath", "")
+            binds.append(f"{host}:{mount['mountPath']}" + (":ro" if read_only else ""))
+        elif "emptyDir" not in declared.get(name, {}):
+            raise ImageError(f"volume {name!r} is not an emptyDir; cannot reproduce it")
+        elif read_only:
+            raise ImageError(f"volume {name!r} is mounted read-only: give it a host directory")
+        else:
             writable.append(mount["mountPath"])
 
     env = {}
     for item in c.get("env") or []:
-        if "value" not in item:
+        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        elif ref and ref["key"] in secrets.get(ref["name"], {}):
+            env[item["name"]] = secrets[ref["name"]][ref["key"]]
+        else:
             raise ImageError(f"env {item['name']} is not a plain value; cannot reproduce it")
-        env[item["name"]] = str(item["value"])
-    if c.get("envFrom"):
-        raise ImageError("envFrom cannot be reproduced")
+    for source in c.get("envFrom") or []:
+        ref = source.get("secretRef") or {}
+        if ref.get("name") not in secrets:
+            raise ImageError(f"envFrom {source} cannot be reproduced")
+        env.update(secrets[ref["name"]])
 
     ports = [p for p in c.get("ports") or [] if p.get("protocol", "TCP") == "TCP"]
-    if not ports:
+    if not ports and not is_init:
         raise ImageError("the container declares no TCP port")
     limits = (c.get("resources") or {}).get("limits") or {}
     grace = int(pod.get("terminationGracePeriodSeconds", 30))
     startup = c.get("startupProbe") or c.get("readinessProbe")
     readiness = c.get("readinessProbe")
-    if startup is None or readiness is None:
+    if (startup is None or readiness is None) and not is_init:
         raise ImageError("the container needs a readiness probe (and a startup probe)")
 
     return RunSpec(
@@ -115,16 +142,17 @@ def run_spec(deployment: Mapping[str, Any], container: str | None = None) -> Run
         privileged=bool(sc.get("privileged")),
         seccomp=seccomp,
         env=env,
-        container_port=int(ports[0]["containerPort"]),
+        container_port=int(ports[0]["containerPort"]) if ports else 0,
         pull=_PULL.get(c.get("imagePullPolicy", "IfNotPresent"), "missing"),
         cpus=cpu_quantity(limits["cpu"]) if "cpu" in limits else None,
         memory=memory_quantity(limits["memory"]) if "memory" in limits else None,
         # preStop runs inside the grace period; what is left is SIGTERM's budget.
         stop_seconds=max(1, grace - pre_stop_seconds(c)),
-        startup_budget=probe_budget(startup),
-        startup_path=_http_path(startup),
-        readiness_path=_http_path(readiness),
+        startup_budget=probe_budget(startup) if startup else 0.0,
+        startup_path=_http_path(startup) if startup else "",
+        readiness_path=_http_path(readiness) if readiness else "",
         args=tuple(c.get("command") or ()) + tuple(c.get("args") or ()),
+        binds=tuple(binds),
     )
 
 
@@ -194,14 +222,24 @@ def memory_quantity(value: str | int) -> int:
 
 
 def podman_run_args(
-    spec: RunSpec, *, name: str, host_port: int, host_ip: str = "127.0.0.1"
+    spec: RunSpec,
+    *,
+    name: str,
+    host_port: int | None = None,
+    host_ip: str = "127.0.0.1",
+    detach: bool = True,
+    network: str | None = None,
 ) -> list[str]:
-    """``podman run`` arguments (after ``podman``) for one pod's model container.
+    """``podman run`` arguments (after ``podman``) for one pod's container.
 
     The port is published rather than shared with the host, so the container listens on
-    its own network namespace exactly where the chart says.
+    its own network namespace exactly where the chart says. ``network="host"`` instead
+    gives the container the host's loopback (an init container reaching a test server
+    there, as a pod reaches a cluster Service); ``detach=False`` runs it to completion.
     """
-    args = ["run", "--detach", "--name", name, f"--pull={spec.pull}"]
+    args = ["run", *(["--detach"] if detach else []), "--name", name, f"--pull={spec.pull}"]
+    if network:
+        args += ["--network", network]
     if spec.user:
         args += ["--user", spec.user]
     for gid in spec.groups:
@@ -212,6 +250,8 @@ def podman_run_args(
         args += ["--read-only", "--read-only-tmpfs=false"]
     for path in spec.writable:
         args += ["--tmpfs", f"{path}:{spec.tmpfs_options()}"]
+    for bind in spec.binds:
+        args += ["--volume", bind]
     args += [f"--cap-drop={cap}" for cap in spec.cap_drop]
     args += [f"--cap-add={cap}" for cap in spec.cap_add]
     if spec.no_new_privileges:
@@ -227,7 +267,8 @@ def podman_run_args(
     if spec.memory is not None:
         args += [f"--memory={spec.memory}"]
     args += [f"--stop-timeout={spec.stop_seconds}"]
-    args += ["--publish", f"{host_ip}:{host_port}:{spec.container_port}"]
+    if host_port is not None and spec.container_port:
+        args += ["--publish", f"{host_ip}:{host_port}:{spec.container_port}"]
     args.append(spec.image)
     args += list(spec.args)
     return args
