@@ -190,7 +190,7 @@ def psi(reference: Mapping[str, float], live: Mapping[str, float]) -> float:
         r = max(reference.get(key, 0.0) / ref_total, EPS)
         v = max(live.get(key, 0.0) / live_total, EPS)
         value += (v - r) * math.log(v / r)
-    return value
+    return value if value > 1e-12 else 0.0  # identical shares: 0, not rounding noise
 
 
 def accuracy(confusion: Mapping[tuple[str, str], float]) -> float | None:
@@ -500,9 +500,10 @@ class Release:
     namespace: str
     chart: str
 
-    def upgrade(self, sets: dict[str, str]) -> list[str]:
+    def upgrade(self, sets: Mapping[str, str | bool | float]) -> list[str]:
         """``helm upgrade --reuse-values`` with these values: what the user set before
-        stays, so Helm's record is the truth about what runs."""
+        stays, so Helm's record is the truth about what runs. Strings go as strings
+        (a version "10" stays text), the rest as JSON (``--set`` keeps 0.5 a string)."""
         args = [
             "upgrade",
             self.name,
@@ -513,30 +514,28 @@ class Release:
             "--wait",
         ]
         for key, value in sets.items():
-            args += [
-                "--set-string" if key.endswith(("version", "tag")) else "--set",
-                f"{key}={value}",
-            ]
+            if isinstance(value, str):
+                args += ["--set-string", f"{key}={value}"]
+            else:
+                args += ["--set-json", f"{key}={json.dumps(value)}"]
         return args
 
 
 def start_values(
     version: str, image_tag: str | None = None, shadow_fraction: float | None = None
-) -> dict[str, str]:
+) -> dict[str, str | bool | float]:
     if shadow_fraction is not None and not 0 < shadow_fraction <= 1:
         raise RolloutError(f"--shadow: fraction must be within (0, 1], got {shadow_fraction}")
-    sets = {"canary.enabled": "true", "canary.model.version": version}
+    sets: dict[str, str | bool | float] = {"canary.enabled": True, "canary.model.version": version}
     if image_tag:
         sets["canary.image.tag"] = image_tag
+    sets["canary.shadow.enabled"] = shadow_fraction is not None
     if shadow_fraction is not None:
-        sets["canary.shadow.enabled"] = "true"
-        sets["canary.shadow.fraction"] = f"{shadow_fraction:g}"
-    else:
-        sets["canary.shadow.enabled"] = "false"
+        sets["canary.shadow.fraction"] = shadow_fraction
     return sets
 
 
-def promote_values(values: Mapping[str, Any]) -> dict[str, str]:
+def promote_values(values: Mapping[str, Any]) -> dict[str, str | bool | float]:
     """Stable takes the canary's model version and image; the canary goes away."""
     canary = values.get("canary") or {}
     if not canary.get("enabled"):
@@ -544,7 +543,7 @@ def promote_values(values: Mapping[str, Any]) -> dict[str, str]:
     version = (canary.get("model") or {}).get("version")
     if not version:
         raise RolloutError("the canary has no canary.model.version to promote")
-    sets = {"model.version": str(version)}
+    sets: dict[str, str | bool | float] = {"model.version": str(version)}
     image = canary.get("image") or {}
     if image.get("digest"):
         sets["image.digest"] = str(image["digest"])
@@ -553,8 +552,8 @@ def promote_values(values: Mapping[str, Any]) -> dict[str, str]:
     return sets | abort_values()
 
 
-def abort_values() -> dict[str, str]:
-    return {"canary.enabled": "false", "canary.shadow.enabled": "false"}
+def abort_values() -> dict[str, str | bool | float]:
+    return {"canary.enabled": False, "canary.shadow.enabled": False}
 
 
 def fullname(release: str) -> str:

@@ -27,6 +27,13 @@ def env(deployment: Doc) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container["env"]}
 
 
+def stable_pod_labels(docs: list[Doc]) -> dict[str, str]:
+    labels: dict[str, str] = one(docs, "Deployment", "modelport")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    return labels
+
+
 def sets(values: dict[str, str]) -> tuple[str, ...]:
     """`modelport rollout`'s helm upgrade values as `helm template` arguments."""
     args = rollout.Release("modelport", "models", "chart").upgrade(values)
@@ -52,6 +59,8 @@ def test_shadow_mirrors_from_stable_to_the_canary_service(render: Renderer) -> N
     pod_labels = canary["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert service["spec"]["selector"]["track"] == "canary"
+    # With a NetworkPolicy, stable pods are clients it admits (the mirrored requests).
+    assert stable_pod_labels(docs)["modelport-client"] == "true"
     # Stable pods never match the canary Service.
     stable_labels = one(docs, "Deployment", "modelport")["spec"]["template"]["metadata"]["labels"]
     assert not service["spec"]["selector"].items() <= stable_labels.items()

@@ -50,6 +50,10 @@ spec:
         track: {{ .track }}
         modelport.io/model-name: {{ include "modelport.labelValue" $v.model.name | quote }}
         modelport.io/model-version: {{ include "modelport.labelValue" $version | quote }}
+        {{- if and (eq .track "stable") $v.canary.enabled (dig "shadow" "enabled" false $v.canary) }}
+        {{- /* Shadow traffic goes stable -> canary: a client the NetworkPolicy admits. */}}
+        {{ include "modelport.fullname" $root }}-client: "true"
+        {{- end }}
         {{- with $v.podLabels }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
