@@ -5,7 +5,9 @@ each would be its own release:
 
 - good: the same recipe with another regularisation (C=0.5): promote;
 - shuffled: trained on shuffled labels: its predictions and its feedback give it away;
-- schema: trained without one feature, so it rejects (400) every request stable answers.
+- schema: trained without one feature, so it rejects (400) every request stable answers;
+- shadow: a second stable server mirroring every request to the shuffled-label canary
+  (MODELPORT_SHADOW_URL): the predictions' agreement, counted by the stable server, fails.
 
 Traffic and feedback come from the test; `modelport rollout analyze` runs as a user runs it,
 and the chart's Argo Rollouts AnalysisTemplate queries run on the same Prometheus.
@@ -35,7 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL = "bc-rollout"  # its own name: never touches the session's breast-cancer versions
 NAMESPACE = "models"
-SCENARIOS = ("good", "shuffled", "schema")
+SCENARIOS = ("good", "shuffled", "schema", "shadow")
 # Loopback p99s of two servers on a shared 2-core machine differ by more than the chart's
 # 10 ms slack under other load; the check itself is unit-tested.
 THRESHOLDS = ["p99_slack_seconds=0.1", "min_requests=100", "min_feedback=100"]
@@ -102,17 +104,27 @@ def servers(
     """The stable server and the three canaries, started together."""
     started: dict[str, Server] = {}
     versions = {"stable": trained.stable, **trained.canaries}
+
+    def start(role: str, version: str, env: dict[str, str]) -> None:
+        started[role] = launch(
+            tmp_path_factory.mktemp(f"rollout-{role}"), f"{MODEL}:{version}", env=env, wait=False
+        )
+
     try:
         for role, version in versions.items():
-            variant = "stable" if role == "stable" else "canary"
-            started[role] = launch(
-                tmp_path_factory.mktemp(f"rollout-{role}"),
-                f"{MODEL}:{version}",
-                env={"MODELPORT_VARIANT": variant},
-                wait=False,
-            )
+            start(role, version, {"MODELPORT_VARIANT": "stable" if role == "stable" else "canary"})
         for s in started.values():
             srv.wait_ready(s.url, s.proc, timeout=120)
+        start(
+            "shadow-stable",
+            trained.stable,
+            {
+                "MODELPORT_VARIANT": "stable",
+                "MODELPORT_SHADOW_URL": started["shuffled"].url,
+                "MODELPORT_SHADOW_FRACTION": "1",
+            },
+        )
+        srv.wait_ready(started["shadow-stable"].url, started["shadow-stable"].proc, timeout=120)
         yield started
     finally:
         for s in started.values():
@@ -129,20 +141,21 @@ def prometheus(
             pytest.fail("prometheus is not installed: run `make tools`")
         pytest.skip("prometheus not installed (make tools installs it)")
     work = tmp_path_factory.mktemp("prometheus")
-    stable = servers["stable"].url.removeprefix("http://")
     # One job per scenario, named as the chart's release <scenario>-modelport would be, with
     # the namespace label the ServiceMonitor's targets carry.
+    pairs = {s: (servers["stable"], servers[s]) for s in SCENARIOS if s != "shadow"}
+    pairs["shadow"] = (servers["shadow-stable"], servers["shuffled"])
     jobs = [
         {
             "job_name": f"{scenario}-modelport",
             "static_configs": [
                 {
-                    "targets": [stable, servers[scenario].url.removeprefix("http://")],
+                    "targets": [s.url.removeprefix("http://") for s in pair],
                     "labels": {"namespace": NAMESPACE},
                 }
             ],
         }
-        for scenario in SCENARIOS
+        for scenario, pair in pairs.items()
     ]
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -164,7 +177,7 @@ def prometheus(
     try:
         wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60)
         # Both targets of every job scraped twice, so traffic from now on is counted.
-        wait_for(lambda: query(url, "count(up == 1)") == [6.0], 30)
+        wait_for(lambda: query(url, "count(up == 1)") == [2.0 * len(jobs)], 30)
         time.sleep(2.5)
         yield url
     finally:
@@ -215,6 +228,18 @@ def traffic(trained: Trained, stable: Server, canary: Server) -> None:
     time.sleep(3.5)  # a few scrapes
 
 
+def mirror(trained: Trained, stable: Server) -> None:
+    """Predictions to the mirroring stable server only; it sends each to the canary after
+    answering and counts whether both agreed."""
+    records = trained.X.to_dict(orient="records")
+    with stable.client() as s:
+        for i in range(ROWS):
+            s.post(
+                "/predict", json={"model": MODEL, "instances": [records[i % len(records)]]}
+            ).raise_for_status()
+    time.sleep(3.5)
+
+
 def analyze(prometheus: str, scenario: str, *extra: str) -> tuple[int, dict[str, Any]]:
     proc = subprocess.run(
         [
@@ -255,8 +280,9 @@ def reports(trained: Trained, servers: dict[str, Server], prometheus: str) -> di
     """Each scenario analysed before any traffic (not enough data), then after it."""
     out: dict[str, Any] = {}
     out["before"] = analyze(prometheus, "good", "--output", "json")
-    for scenario in SCENARIOS:
+    for scenario in ("good", "shuffled", "schema"):
         traffic(trained, servers["stable"], servers[scenario])
+    mirror(trained, servers["shadow-stable"])
     for scenario in SCENARIOS:
         out[scenario] = analyze(prometheus, scenario, "--output", "json")
         analyze(prometheus, scenario)  # the table, printed
@@ -302,6 +328,17 @@ def test_canary_rejecting_requests_fails(reports: dict[str, Any]) -> None:
     assert checks["error_ratio"]["stable"] == 0
     # It predicted nothing, so there is nothing to compare its predictions with.
     assert checks["prediction_psi"]["status"] == "insufficient"
+
+
+def test_shadow_disagreement_fails(reports: dict[str, Any]) -> None:
+    """Shadowing the shuffled-label canary: the stable server's comparisons disagree."""
+    code, report = reports["shadow"]
+    assert code == 3, report
+    check = {c["name"]: c for c in report["checks"]}["shadow_agreement"]
+    assert check["status"] == "fail", check
+    assert check["samples"] >= ROWS * 0.9
+    assert check["canary"] < 0.8
+    assert "compared" in check["detail"]
 
 
 def argo_queries(helm: str, release: str, stable: str, canary: str) -> dict[str, str]:
@@ -355,11 +392,11 @@ def test_argo_analysis_template_agrees(
             pytest.fail("helm not found: run `make tools`")
         pytest.skip("helm not found (make tools installs it)")
     values: dict[str, dict[str, list[float]]] = {}
-    for scenario in SCENARIOS:
+    for scenario in ("good", "shuffled", "schema"):
         queries = argo_queries(helm, scenario, trained.stable, trained.canaries[scenario])
         values[scenario] = {name: query(prometheus, q) for name, q in queries.items()}
     good, shuffled, schema = values["good"], values["shuffled"], values["schema"]
-    judged = {s: {c["name"]: c for c in reports[s][1]["checks"]} for s in SCENARIOS}
+    judged = {s: {c["name"]: c for c in reports[s][1]["checks"]} for s in values}
     # good: every condition holds (error ratio increase 0, PSI and accuracy drop small).
     assert good["error-ratio-increase"] == [0.0]
     assert good["prediction-psi"][0] == pytest.approx(
