@@ -8,6 +8,7 @@ frameworks and both sides (training, serving) agree on them by construction.
 from __future__ import annotations
 
 import copy
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -280,8 +281,10 @@ TFLITE_FILE = "model.tflite"
 class TFLiteModel:
     """A TensorFlow Lite model called like a Keras one: ``model(x) -> array``.
 
-    One interpreter per process, used from one thread at a time (the service's
-    handlers run on its event loop); the input is resized when the batch size changes.
+    One interpreter per process, which is not thread-safe: the service predicts on its
+    event loop while sampled explanations call the model from worker threads, so each
+    call holds a lock (uncontended: well under a microsecond). The input is resized
+    when the batch size changes.
     """
 
     def __init__(self, path: Path) -> None:
@@ -301,16 +304,18 @@ class TFLiteModel:
         self._in = self._it.get_input_details()[0]["index"]
         self._out = self._it.get_output_details()[0]["index"]
         self._shape: tuple[int, ...] = tuple(self._it.get_input_details()[0]["shape"])
+        self._lock = threading.Lock()
 
     def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.shape != self._shape:
-            self._it.resize_tensor_input(self._in, x.shape)
-            self._it.allocate_tensors()
-            self._shape = x.shape
-        self._it.set_tensor(self._in, x)
-        self._it.invoke()
-        return np.array(self._it.get_tensor(self._out))
+        with self._lock:
+            if x.shape != self._shape:
+                self._it.resize_tensor_input(self._in, x.shape)
+                self._it.allocate_tensors()
+                self._shape = x.shape
+            self._it.set_tensor(self._in, x)
+            self._it.invoke()
+            return np.array(self._it.get_tensor(self._out))
 
 
 def load_keras_artifact(model_dir: Path, artifact: str) -> Any:

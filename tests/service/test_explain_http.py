@@ -138,3 +138,20 @@ def test_an_explanation_past_its_budget_is_a_503_with_the_reason(trained, start_
         assert r.status_code == 503 and "budget" in r.json()["error"], r.text
         assert c.post("/predict", json=sample).status_code == 200
     assert "Traceback" not in s.log_text()
+
+
+def test_concurrent_sampled_explanations_and_predictions_all_succeed(server) -> None:
+    """Sampled explanations call the model from worker threads while predictions call
+    it on the event loop: the TFLite interpreter must never be used by two at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with server.client() as c:
+        sample = _sample(c, "breast-cancer-keras")
+
+    def call(i: int) -> int:
+        with server.client(timeout=60) as c:
+            return c.post("/explain" if i % 2 else "/predict", json=sample).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(call, range(120)))
+    assert codes == [200] * 120
