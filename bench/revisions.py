@@ -35,7 +35,7 @@ def serve(plan: suite.Plan, cwd: Path, env: dict[str, str]) -> Iterator[str]:
         port,
         models=suite.LOAD_MODEL,
         workers=1,
-        env=env,
+        env={**suite.private_env(), **env},
         prefix=suite.pin(plan.server_cpus),
         log=log,
         cwd=cwd,

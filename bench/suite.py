@@ -137,6 +137,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def private_env() -> dict[str, str]:
+    """A drain marker of the server's own: the default one is shared by every
+    modelport process on the machine (a test draining its server would otherwise turn
+    on ``Connection: close`` in the benchmark's)."""
+    folder = tempfile.mkdtemp(prefix="modelport-bench-drain-")
+    return {"MODELPORT_DRAIN_FILE": str(Path(folder, "draining"))}
+
+
 @contextmanager
 def modelport_server(
     plan: Plan, models: str, config: dict[str, Any] | None = None, env: dict[str, str] | None = None
@@ -151,7 +159,7 @@ def modelport_server(
         port,
         models=models,
         workers=1,
-        env=env,
+        env={**private_env(), **(env or {})},
         service_config=config,
         prefix=pin(plan.server_cpus),
         log=log,
@@ -266,6 +274,7 @@ def batching_server(plan: Plan, model: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     root = str(Path(__file__).resolve().parent.parent)
     env = {
+        **private_env(),
         "MODELPORT_BENCH_MODEL": model,
         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
     }

@@ -6,6 +6,7 @@ No model knowledge here; :mod:`service.pipeline` does the model work.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import reprlib
@@ -158,6 +159,70 @@ class Guard:
             413, f"body: request body exceeds {self.limit} bytes (MODELPORT_MAX_BODY_BYTES)"
         )
         await response(scope, receive, send)
+
+
+class Deadline:
+    """The request timeout (``traffic.timeout``), in BentoML's place for its
+    ``TimeoutMiddleware`` (see :mod:`service.service`).
+
+    BentoML's version starts a task and a ``call_later`` timer per request and never
+    cancels the timer: each request left about six objects alive for the whole
+    timeout (60 s), so the heap held ~100 000 of them under load and every full
+    garbage collection scanned them: 50-150 ms pauses, the p99 (docs/performance.md).
+    Here a request costs a dict entry; one sweep per second cancels the requests past
+    their deadline that have not started answering, and they get the same 504.
+    """
+
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = float(timeout)
+        # task -> [deadline, response started, timed out]
+        self._running: dict[asyncio.Task[Any], list[Any]] = {}
+        self._sweeping = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        if task is None or task in self._running:  # nested use: the outer call times it
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        state = [loop.time() + self.timeout, False, False]
+        self._running[task] = state
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(self.SWEEP_SECONDS, self._sweep, loop)
+
+        async def started(message: Message) -> None:
+            state[1] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, started)
+        except asyncio.CancelledError:
+            if not state[2]:
+                raise  # not ours: shutdown or the server's own cancellation
+            task.uncancel()
+            await error_response(
+                504, f"not able to process the request in {self.timeout:g} seconds"
+            )(scope, receive, send)
+        finally:
+            del self._running[task]
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for task, state in self._running.items():
+            if now >= state[0] and not state[1] and not state[2]:
+                state[2] = True
+                task.cancel()
+        if self._running:
+            loop.call_later(self.SWEEP_SECONDS, self._sweep, loop)
+        else:
+            self._sweeping = False
 
 
 def _closing(send: Send) -> Send:
