@@ -102,6 +102,9 @@ class Observations:
     disagree: float | None = None
     mirrored: dict[str, float] = field(default_factory=dict)  # outcome -> count
     shadow: bool | None = None  # mirroring switched on (None: judged from the counts)
+    # The canary takes mirrored traffic only: no client sees its predictions, so no
+    # feedback can name its version.
+    shadow_only: bool = False
     feedback_stable: Feedback = field(default_factory=Feedback)
     feedback_canary: Feedback = field(default_factory=Feedback)
 
@@ -177,6 +180,33 @@ def bucket_counts(cumulative: Mapping[str, float]) -> dict[str, float]:
         counts[le] = max(count - prev, 0.0)
         prev = count
     return counts
+
+
+def rebin(cumulative: Mapping[str, float], bounds: list[str]) -> dict[str, float]:
+    """Cumulative buckets (``le`` -> count) re-cut at other upper bounds, as per-bin counts.
+
+    A regressor's buckets are its training target's deciles, so two versions trained on
+    different data bin differently; the canary is re-cut at stable's bounds. Within a
+    bucket the count grows linearly (as ``histogram_quantile`` assumes); the open-ended
+    lowest bucket cannot be split and counts at its upper bound."""
+    points = sorted((float(le), count) for le, count in cumulative.items())
+    finite = [(b, c) for b, c in points if not math.isinf(b)]
+    total = points[-1][1] if points and math.isinf(points[-1][0]) else None
+
+    def at(x: float) -> float:
+        if math.isinf(x):
+            return total if total is not None else (finite[-1][1] if finite else 0.0)
+        below = [(b, c) for b, c in finite if b <= x]
+        above = [(b, c) for b, c in finite if b > x]
+        if not below:
+            return above[0][1] if above else 0.0
+        if not above:
+            return below[-1][1]
+        (b0, c0), (b1, c1) = below[-1], above[0]
+        return c0 + (c1 - c0) * (x - b0) / (b1 - b0)
+
+    ordered = sorted(bounds, key=float)
+    return bucket_counts({le: at(float(le)) for le in ordered})
 
 
 def psi(reference: Mapping[str, float], live: Mapping[str, float]) -> float:
@@ -260,10 +290,8 @@ def check_prediction_psi(obs: Observations, t: Thresholds) -> CheckResult:
     regressor's prediction-value bins (the training target's deciles)."""
     rule = f"PSI <= {t.max_psi:g}"
     if obs.task == "regression":
-        stable, canary = (
-            bucket_counts(obs.stable.predictions),
-            bucket_counts(obs.canary.predictions),
-        )
+        stable = bucket_counts(obs.stable.predictions)
+        canary = rebin(obs.canary.predictions, list(obs.stable.predictions))
     else:
         stable, canary = obs.stable.predictions, obs.canary.predictions
     samples = min(sum(stable.values()), sum(canary.values()))
@@ -291,8 +319,10 @@ def check_prediction_psi(obs: Observations, t: Thresholds) -> CheckResult:
 def check_agreement(obs: Observations, t: Thresholds) -> CheckResult:
     rule = f">= {t.min_agreement:g}"
     agree, disagree = obs.agree or 0.0, obs.disagree or 0.0
-    mirrored = sum(obs.mirrored.values())
-    expected = obs.shadow if obs.shadow is not None else mirrored + agree + disagree > 0
+    # Without the release's values, "was this canary shadowed" is read from the comparisons
+    # labelled with its version; the mirrored outcomes have no version (an earlier canary's
+    # would count).
+    expected = obs.shadow if obs.shadow is not None else agree + disagree > 0
     if not expected:
         return CheckResult(
             "shadow_agreement", "skipped", None, None, rule, 0, t.min_mirrored, "no shadow traffic"
@@ -330,11 +360,9 @@ def check_feedback(obs: Observations, t: Thresholds) -> list[CheckResult]:
             ("online_f1", f">= stable - {t.max_f1_drop:g}"),
         ]
         counts = (sum(fs.confusion.values()), sum(fc.confusion.values()))
-    if _same_version(obs):
-        return [
-            CheckResult(n, "skipped", None, None, r, 0, t.min_feedback, "same model version")
-            for n, r in names
-        ]
+    if _same_version(obs) or obs.shadow_only:
+        why = "shadow-only canary" if obs.shadow_only else "same model version"
+        return [CheckResult(n, "skipped", None, None, r, 0, t.min_feedback, why) for n, r in names]
     samples = min(counts)
     if samples < t.min_feedback:
         return [
@@ -522,14 +550,21 @@ class Release:
 
 
 def start_values(
-    version: str, image_tag: str | None = None, shadow_fraction: float | None = None
+    version: str,
+    image_tag: str | None = None,
+    shadow_fraction: float | None = None,
+    shadow_only: bool = False,
 ) -> dict[str, str | bool | float]:
+    """Canary on with VERSION; mirroring on with a fraction or shadow-only (whose fraction
+    is the release's canary.shadow.fraction unless given). Every flag is set either way, so
+    --reuse-values never keeps an earlier canary's mirroring."""
     if shadow_fraction is not None and not 0 < shadow_fraction <= 1:
         raise RolloutError(f"--shadow: fraction must be within (0, 1], got {shadow_fraction}")
     sets: dict[str, str | bool | float] = {"canary.enabled": True, "canary.model.version": version}
     if image_tag:
         sets["canary.image.tag"] = image_tag
-    sets["canary.shadow.enabled"] = shadow_fraction is not None
+    sets["canary.shadow.enabled"] = shadow_fraction is not None or shadow_only
+    sets["canary.shadow.only"] = shadow_only
     if shadow_fraction is not None:
         sets["canary.shadow.fraction"] = shadow_fraction
     return sets
@@ -553,7 +588,7 @@ def promote_values(values: Mapping[str, Any]) -> dict[str, str | bool | float]:
 
 
 def abort_values() -> dict[str, str | bool | float]:
-    return {"canary.enabled": False, "canary.shadow.enabled": False}
+    return {"canary.enabled": False, "canary.shadow.enabled": False, "canary.shadow.only": False}
 
 
 def fullname(release: str) -> str:

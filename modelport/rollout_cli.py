@@ -66,6 +66,18 @@ ThresholdOpt = Annotated[
     ),
 ]
 Output = Annotated[OutputOpt, typer.Option("--output", "-o", help=OUTPUT_HELP)]
+ShadowOnly = Annotated[
+    bool,
+    typer.Option(
+        "--shadow-only",
+        help="The canary takes no live traffic, only stable's mirrored requests (the share "
+        "is --shadow, else the release's canary.shadow.fraction); feedback checks are skipped.",
+    ),
+]
+
+
+def _started(version: str, shadow_only: bool) -> str:
+    return f"model version {version}" + (", shadow-only (no live traffic)" if shadow_only else "")
 
 
 @contextmanager
@@ -169,6 +181,15 @@ def print_report(report: Any, output: OutputOpt) -> None:
     out.print(f"verdict: [{style[report.verdict]}]{report.verdict}[/]")
 
 
+def _shadow(values: dict[str, Any]) -> tuple[bool | None, bool]:
+    """(mirroring on, shadow-only) from the release's values; (None, False) without them."""
+    if not values:
+        return None, False
+    shadow = (values.get("canary") or {}).get("shadow") or {}
+    enabled = bool(shadow.get("enabled", False))
+    return enabled, enabled and bool(shadow.get("only", False))
+
+
 def _analyze(
     prometheus: str,
     model: str | None,
@@ -177,19 +198,23 @@ def _analyze(
     values: dict[str, Any],
     t: Any,
     selector: str | None,
+    shadow_only: bool = False,
 ) -> Any:
     from modelport import rollout, rollout_io
 
     name = model or (values.get("model") or {}).get("name")
     if not name:
         raise rollout.RolloutError("give --model NAME (or a release whose values name it)")
-    shadow = ((values.get("canary") or {}).get("shadow") or {}).get("enabled") if values else None
+    shadow, only = _shadow(values)
+    if shadow_only:
+        shadow, only = True, True
     obs = rollout_io.observe(
         rollout_io.Prometheus(prometheus),
         name,
         t.window,
         _default_selector(release, namespace, selector),
-        shadow=bool(shadow) if shadow is not None else None,
+        shadow=shadow,
+        shadow_only=only,
     )
     return rollout.analyze(obs, t)
 
@@ -209,16 +234,18 @@ def start(
             "compare the predictions."
         ),
     ] = None,
+    shadow_only: ShadowOnly = False,
     namespace: Namespace = "default",
     chart: Chart = "helm/modelport",
 ) -> None:
-    """Start a canary: a second Deployment with VERSION behind the release's Service."""
+    """Start a canary: a second Deployment with VERSION behind the release's Service (or,
+    with --shadow-only, receiving only what stable mirrors to it)."""
     from modelport import rollout, rollout_io
 
     with _one_line():
-        sets = rollout.start_values(version, image_tag, shadow)
+        sets = rollout.start_values(version, image_tag, shadow, shadow_only)
         rollout_io.run("helm", rollout.Release(release, namespace, chart).upgrade(sets))
-    out.print(f"canary of {release} started: model version {version}", highlight=False)
+    out.print(f"canary of {release} started: {_started(version, shadow_only)}", highlight=False)
 
 
 @rollout_app.command()
@@ -285,6 +312,7 @@ def status(
                 "replicas": canary.get("replicaCount", 1),
                 "ready": (deployment.get("status") or {}).get("readyReplicas", 0),
                 "shadow": (canary.get("shadow") or {}).get("enabled", False),
+                "shadow_only": _shadow(values)[1],
                 "verdict": verdict,
                 "analyzed_at": (evidence or {}).get("at"),
             }
@@ -302,7 +330,8 @@ def status(
         return
     out.print(
         f"  canary  version {c['model_version']}, image {c['image_tag'] or '(stable image)'}, "
-        f"{c['ready']}/{c['replicas']} ready, shadow {'on' if c['shadow'] else 'off'}",
+        f"{c['ready']}/{c['replicas']} ready, shadow "
+        + ("only" if c["shadow_only"] else "on" if c["shadow"] else "off"),
         highlight=False,
     )
     out.print(
@@ -334,6 +363,13 @@ def analyze(
             "(with a release only)."
         ),
     ] = True,
+    shadow_only: Annotated[
+        bool,
+        typer.Option(
+            "--shadow-only",
+            help="The canary is shadow-only (read from the release's values when given).",
+        ),
+    ] = False,
     output: Output = OutputOpt.table,
 ) -> None:
     """Judge the canary against stable over the window; exit 0 pass, 3 fail, 4 not
@@ -343,7 +379,7 @@ def analyze(
     with _one_line():
         values = _values(release, namespace)
         t = thresholds(values, window, threshold or [])
-        report = _analyze(prometheus, model, release, namespace, values, t, selector)
+        report = _analyze(prometheus, model, release, namespace, values, t, selector, shadow_only)
         print_report(report, output)
         if release and publish:
             rollout_io.publish(report, f"{rollout.fullname(release)}-canary", namespace)
@@ -366,6 +402,7 @@ def run_(
         Optional[float],  # noqa: UP045
         typer.Option(help="Mirror this share (0-1] of stable's requests to the canary."),
     ] = None,
+    shadow_only: ShadowOnly = False,
     duration: Annotated[
         str, typer.Option(help="Least time the canary runs before it may be promoted.")
     ] = "10m",
@@ -405,8 +442,9 @@ def run_(
             )
         }
         helm = rollout.Release(release, namespace, chart)
-        rollout_io.run("helm", helm.upgrade(rollout.start_values(version, image_tag, shadow)))
-        console.print(f"canary of {release} started: model version {version}")
+        sets = rollout.start_values(version, image_tag, shadow, shadow_only)
+        rollout_io.run("helm", helm.upgrade(sets))
+        console.print(f"canary of {release} started: {_started(version, shadow_only)}")
         values = rollout_io.helm_values(release, namespace)
         t = thresholds(values, window, threshold or [])
         began = time.monotonic()

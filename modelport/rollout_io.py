@@ -100,6 +100,7 @@ def observe(
     stable_version: str | None = None,
     canary_version: str | None = None,
     shadow: bool | None = None,
+    shadow_only: bool = False,
 ) -> Observations:
     """Every count the checks need, over ``window``, from a handful of queries."""
     task, served = versions(prom, model, extra)
@@ -148,7 +149,9 @@ def observe(
     for target, labels, value in per_variant(promql):
         target.predictions[labels[key]] = value
 
-    obs = Observations(model, task, data["stable"], data["canary"], shadow=shadow)
+    obs = Observations(
+        model, task, data["stable"], data["canary"], shadow=shadow, shadow_only=shadow_only
+    )
     agreement = prom.query(
         "sum by (agree) ("
         + inc(

@@ -13,7 +13,7 @@ import yaml
 
 from modelport import rollout
 
-from .chartlib import CrdValidators, Doc, Renderer, one
+from .chartlib import KUBE_VERSIONS, CrdValidators, Doc, KubeValidate, Renderer, find, one
 
 pytestmark = pytest.mark.chart
 
@@ -64,6 +64,113 @@ def test_shadow_mirrors_from_stable_to_the_canary_service(render: Renderer) -> N
     # Stable pods never match the canary Service.
     stable_labels = one(docs, "Deployment", "modelport")["spec"]["template"]["metadata"]["labels"]
     assert not service["spec"]["selector"].items() <= stable_labels.items()
+
+
+MONITORED = (
+    "--set",
+    "networkPolicy.enabled=true",
+    "--set",
+    "apiVersions[0]=monitoring.coreos.com/v1/ServiceMonitor",
+)
+
+
+def pod_labels(docs: list[Doc], name: str) -> dict[str, str]:
+    labels: dict[str, str] = one(docs, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def selects(service: Doc, labels: dict[str, str]) -> bool:
+    return bool(service["spec"]["selector"].items() <= labels.items())
+
+
+def test_shadow_only_canary_takes_mirrored_traffic_only(
+    render: Renderer, kube_validate: KubeValidate, crd_validators: CrdValidators
+) -> None:
+    """`rollout start --shadow` and `--shadow-only`, rendered as the CLI sets them: in both
+    the canary Service reaches the canary pods (mirrored requests) and the NetworkPolicy
+    admits them from stable pods; only shadow-only takes the canary out of the main Service.
+    Nothing else changes between the modes: no pod template, no Deployment selector."""
+    live = render(None, *MONITORED, *sets(rollout.start_values("v2", shadow_fraction=1.0)))
+    only = render(
+        None, *MONITORED, *sets(rollout.start_values("v2", shadow_fraction=1.0, shadow_only=True))
+    )
+    for docs, canary_live in ((live, True), (only, False)):
+        main, canary = one(docs, "Service", "modelport"), one(docs, "Service", "modelport-canary")
+        stable_pods, canary_pods = (
+            pod_labels(docs, "modelport"),
+            pod_labels(docs, "modelport-canary"),
+        )
+        assert selects(main, stable_pods)
+        assert selects(main, canary_pods) is canary_live
+        assert selects(canary, canary_pods) and not selects(canary, stable_pods)
+        stable_env = env(one(docs, "Deployment", "modelport"))
+        assert stable_env["MODELPORT_SHADOW_URL"] == "http://modelport-canary:3000"
+        assert float(stable_env["MODELPORT_SHADOW_FRACTION"]) == 1.0
+        policy = one(docs, "NetworkPolicy", "modelport")
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= canary_pods.items()
+        (rule,) = policy["spec"]["ingress"]
+        assert {"podSelector": {"matchLabels": {"modelport-client": "true"}}} in rule["from"]
+        assert stable_pods["modelport-client"] == "true"
+        for doc in docs:
+            if doc["apiVersion"].startswith("monitoring.coreos.com"):
+                crd_validators[(doc["apiVersion"], doc["kind"])](doc)
+            else:
+                for version in (KUBE_VERSIONS[0], KUBE_VERSIONS[-1]):
+                    kube_validate(doc, version)
+    assert one(only, "Service", "modelport")["spec"]["selector"] == {
+        "app.kubernetes.io/name": "modelport",
+        "app.kubernetes.io/instance": "modelport",
+        "track": "stable",
+    }
+    for name in ("modelport", "modelport-canary"):
+        assert one(live, "Deployment", name) == one(only, "Deployment", name)
+    # promote and abort put the canary back to the main Service's selection rules.
+    ended = render(
+        None,
+        *MONITORED,
+        *sets(rollout.start_values("v2", shadow_only=True)),
+        *sets(rollout.abort_values()),
+    )
+    assert "track" not in one(ended, "Service", "modelport")["spec"]["selector"]
+
+
+def test_shadow_only_upgrade_keeps_the_main_service_endpoints(render: Renderer) -> None:
+    """An upgrade to shadow-only (even from a release made by an older chart) must not
+    leave the main Service without endpoints while pods roll. Its selector in shadow-only
+    is within the stable Deployment's spec.selector, which is immutable and so on every
+    stable pod that release ever ran: the running pods keep matching, none restarts."""
+    docs = render(
+        None, *CANARY, "--set", "canary.shadow.enabled=true", "--set", "canary.shadow.only=true"
+    )
+    main = one(docs, "Service", "modelport")
+    stable = one(docs, "Deployment", "modelport")
+    assert main["spec"]["selector"].items() <= stable["spec"]["selector"]["matchLabels"].items()
+    before = render(None, *CANARY, "--set", "canary.shadow.enabled=true")
+    assert one(before, "Deployment", "modelport") == stable
+    # Deployment selectors are the same as without any canary: nothing immutable moved.
+    plain = render(None)
+    assert one(plain, "Deployment", "modelport")["spec"]["selector"] == stable["spec"]["selector"]
+
+
+def test_shadow_only_needs_mirroring(render: Renderer) -> None:
+    message = render.error(None, *CANARY, "--set", "canary.shadow.only=true")
+    assert "canary.shadow.only needs canary.shadow.enabled" in message
+
+
+def test_service_monitor_scrapes_each_pod_once_as_the_release_job(render: Renderer) -> None:
+    """Canary pods sit behind both Services (only the canary one when shadow-only): the
+    main Service's canary targets are dropped and both jobs are named after the release, so
+    the judge and the rules see each pod once, as job=<fullname>, in either mode."""
+    docs = render(None, *MONITORED, *CANARY)
+    (endpoint,) = one(docs, "ServiceMonitor", "modelport")["spec"]["endpoints"]
+    rules = endpoint["relabelings"]
+    assert {
+        "sourceLabels": ["__meta_kubernetes_service_name", "__meta_kubernetes_pod_label_track"],
+        "regex": "modelport;canary",
+        "action": "drop",
+    } in rules
+    assert {"targetLabel": "job", "replacement": "modelport"} in rules
+    assert not find(render(None, *CANARY), "ServiceMonitor")
 
 
 def test_shadow_fraction_out_of_range_is_refused(render: Renderer) -> None:

@@ -155,6 +155,47 @@ def test_prediction_psi_of_a_regressor_over_value_bins() -> None:
     assert by_name(analyze(obs, T))["prediction_psi"].status == "fail"
 
 
+def test_regressor_versions_binned_differently_are_compared_on_stables_bins() -> None:
+    """Each version's buckets are its own training deciles: the canary is re-cut at
+    stable's bounds (linear within a bucket), so nearly equal bins compare as equal."""
+    cut = rollout.rebin({"90": 200, "210": 440, "+Inf": 500}, ["100", "200", "+Inf"])
+    # Cumulative 200 + 240 * 10/120 = 220 at 100, 200 + 240 * 110/120 = 420 at 200.
+    assert cut == pytest.approx({"100": 220.0, "200": 200.0, "+Inf": 80.0})
+    assert rollout.rebin({"100": 5, "+Inf": 9}, ["50", "+Inf"]) == {"50": 5, "+Inf": 4}
+    stable = VariantData("d1", 500, 0, {0.01: 500, INF: 500}, {"100": 250, "200": 450, "+Inf": 500})
+    close = VariantData("d2", 500, 0, {0.01: 500, INF: 500}, {"101": 252, "199": 449, "+Inf": 500})
+    check = by_name(analyze(Observations("diabetes", "regression", stable, close), T))
+    assert check["prediction_psi"].status == "pass"
+    assert check["prediction_psi"].canary < 0.001
+    # Without re-cutting, the two bin sets share only +Inf: a PSI near 10.
+    apart = rollout.psi(
+        rollout.bucket_counts(stable.predictions), rollout.bucket_counts(close.predictions)
+    )
+    assert apart > 5
+
+
+def test_shadow_only_canary_skips_feedback() -> None:
+    """No client sees a shadow-only canary's predictions, so feedback never names its
+    version: the feedback checks are skipped, not left waiting for data."""
+    obs = observations(agree=200.0, disagree=0.0, shadow=True, shadow_only=True)
+    obs.feedback_canary = Feedback()
+    report = analyze(obs, T)
+    checks = by_name(report)
+    assert checks["online_accuracy"].status == "skipped"
+    assert checks["online_accuracy"].detail == "shadow-only canary"
+    assert checks["shadow_agreement"].status == "pass"
+    assert report.verdict == "pass"
+
+
+def test_agreement_expected_from_this_canary_versions_comparisons() -> None:
+    """Without the release's values, mirrored outcomes (no version label: an earlier
+    canary's count too) do not make this canary's agreement check expected."""
+    obs = observations(mirrored={"compared": 500.0})
+    assert by_name(analyze(obs, T))["shadow_agreement"].status == "skipped"
+    obs = observations(agree=3.0, disagree=0.0)
+    assert by_name(analyze(obs, T))["shadow_agreement"].status == "insufficient"
+
+
 def test_not_enough_data_neither_passes_nor_fails() -> None:
     obs = observations(canary=variant("v2", requests=20, classes=(10, 10)))
     obs.feedback_canary = Feedback(confusion(10, 0))
@@ -321,5 +362,11 @@ def test_helm_arguments() -> None:
         rollout.promote_values({"canary": {"enabled": False}})
     with pytest.raises(RolloutError, match=r"--shadow: fraction must be within \(0, 1\]"):
         rollout.start_values("v2", shadow_fraction=1.5)
+    only = rollout.start_values("v2", shadow_only=True)
+    assert (only["canary.shadow.enabled"], only["canary.shadow.only"]) == (True, True)
+    assert "canary.shadow.fraction" not in only  # the release's own fraction stays
+    plain = rollout.start_values("v2")
+    assert (plain["canary.shadow.enabled"], plain["canary.shadow.only"]) == (False, False)
+    assert rollout.abort_values()["canary.shadow.only"] is False
     assert rollout.fullname("prod") == "prod-modelport"
     assert rollout.fullname("modelport") == "modelport"

@@ -173,6 +173,17 @@ job="{{ include "modelport.fullname" . }}",namespace="{{ include "modelport.name
 {{- end }}
 
 {{/*
+"true" when the canary takes mirrored traffic only (canary.shadow.only): the main Service
+then selects stable pods alone. dig: a release upgraded with --reuse-values may predate it.
+*/}}
+{{- define "modelport.shadowOnly" -}}
+{{- $c := .Values.canary }}
+{{- if and $c.enabled (dig "shadow" "enabled" false $c) (dig "shadow" "only" false $c) -}}
+true
+{{- end }}
+{{- end }}
+
+{{/*
 Checks of combinations of values that the JSON schema cannot express.
 */}}
 {{- define "modelport.validateValues" -}}
@@ -196,6 +207,9 @@ Checks of combinations of values that the JSON schema cannot express.
 {{- end }}
 {{- if and .Values.canary.enabled (not (or .Values.canary.image.tag .Values.canary.image.digest .Values.canary.model.version)) }}
 {{- fail "canary.enabled needs canary.image.tag (or canary.image.digest) or canary.model.version: otherwise the canary is identical to the stable Deployment" }}
+{{- end }}
+{{- if and (dig "shadow" "only" false .Values.canary) (not (dig "shadow" "enabled" false .Values.canary)) }}
+{{- fail "canary.shadow.only needs canary.shadow.enabled: a shadow-only canary's traffic is what stable mirrors to it" }}
 {{- end }}
 {{- if eq .Values.model.source "registry" }}
 {{- if not .Values.model.version }}
