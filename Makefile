@@ -89,6 +89,18 @@ BASE ?= HEAD~1
 bench-rev: venv tools ## /predict and V2 infer throughput of the working tree against revision BASE, in turn.
 	$(BIN)/python -m bench.revisions $(BASE)
 
+.PHONY: bench-explain
+bench-explain: venv tools ## What /explain costs per demo model against /predict, first use, memory, image size.
+	$(BIN)/python -m bench.explain
+
+.PHONY: bench-shadow
+bench-shadow: venv tools ## What mirroring 10 % and 100 % of requests to a canary costs the stable pod.
+	$(BIN)/python -m bench.shadow
+
+.PHONY: bench-estimators
+bench-estimators: venv tools ## Single-row latency per estimator family, in-process and served.
+	$(BIN)/python -m bench.estimators
+
 ##@ Development
 
 .PHONY: test
