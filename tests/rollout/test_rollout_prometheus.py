@@ -11,17 +11,21 @@ each would be its own release:
 
 Traffic and feedback come from the test; `modelport rollout analyze` runs as a user runs it,
 and the chart's Argo Rollouts AnalysisTemplate queries run on the same Prometheus.
+`modelport rollout run` runs its real loop against the same Prometheus, with helm and kubectl
+replaced on PATH by recorders that render the real chart (tests/rollout/recorded_tools.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +34,7 @@ import pytest
 import yaml
 
 from modelport import server as srv
+from tests.chart.chartlib import CHART, find_tool
 from tests.conftest import IN_CI
 from tests.service.conftest import Server, launch
 
@@ -342,8 +347,6 @@ def test_shadow_disagreement_fails(reports: dict[str, Any]) -> None:
 
 
 def argo_queries(helm: str, release: str, stable: str, canary: str) -> dict[str, str]:
-    from tests.chart.chartlib import CHART
-
     text = subprocess.run(
         [
             helm,
@@ -384,8 +387,6 @@ def test_argo_analysis_template_agrees(
 ) -> None:
     """The chart's AnalysisTemplate, run on the same Prometheus, reaches the same verdicts
     (and values) as the judge."""
-    from tests.chart.chartlib import find_tool
-
     helm = find_tool("helm")
     if helm is None:
         if IN_CI:
@@ -413,3 +414,166 @@ def test_argo_analysis_template_agrees(
     # schema: errors; no predictions, so the PSI query has no result (inconclusive).
     assert schema["error-ratio-increase"][0] > 0.9
     assert schema["prediction-psi"] == []
+
+
+# -- rollout run: the real loop on the real Prometheus, helm and kubectl recorded ----------
+
+
+@dataclass
+class Run:
+    code: int
+    seconds: float
+    stdout: str
+    stderr: str
+    calls: list[dict[str, Any]]
+
+    def upgrades(self) -> list[dict[str, Any]]:
+        return [c for c in self.calls if c["tool"] == "helm" and c["args"][0] == "upgrade"]
+
+    def kubectl(self, verb: str) -> list[dict[str, Any]]:
+        return [c for c in self.calls if c["tool"] == "kubectl" and c["args"][0] == verb]
+
+    def event(self) -> dict[str, Any]:
+        (created,) = self.kubectl("create")
+        event: dict[str, Any] = created["object"]
+        return event
+
+
+RunRollout = Callable[..., Run]
+
+
+@pytest.fixture
+def run_rollout(
+    trained: Trained, prometheus: str, tmp_path_factory: pytest.TempPathFactory
+) -> RunRollout:
+    """`modelport rollout run RELEASE -n models ...` with a fresh recorded release whose
+    user values name the model and stable's version."""
+    helm = find_tool("helm")
+    if helm is None:
+        if IN_CI:
+            pytest.fail("helm not found: run `make tools`")
+        pytest.skip("helm not found (make tools installs it)")
+    script = Path(__file__).with_name("recorded_tools.py")
+
+    def run(release: str, version: str, *extra: str) -> Run:
+        state = tmp_path_factory.mktemp(f"run-{release}")
+        (state / "bin").mkdir()
+        for tool in ("helm", "kubectl"):
+            wrapper = state / "bin" / tool
+            wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" {tool} "$@"\n')
+            wrapper.chmod(0o755)
+        user_values = {"model": {"name": MODEL, "version": trained.stable}}
+        (state / "values.json").write_text(json.dumps(user_values))
+        env = os.environ | {
+            "PATH": f"{state / 'bin'}{os.pathsep}{os.environ['PATH']}",
+            "ROLLOUT_TOOLS_DIR": str(state),
+            "ROLLOUT_REAL_HELM": helm,
+        }
+        began = time.monotonic()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "modelport",
+                "rollout",
+                "run",
+                release,
+                "--namespace",
+                NAMESPACE,
+                "--version",
+                version,
+                "--chart",
+                str(CHART),
+                "--prometheus",
+                prometheus,
+                "--window",
+                "5m",
+                "--interval",
+                "1s",
+                *(arg for t in THRESHOLDS for arg in ("--threshold", t)),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
+        seconds = time.monotonic() - began
+        print(proc.stderr, proc.stdout)  # the loop's lines and the final table (pytest -s)
+        calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
+        return Run(proc.returncode, seconds, proc.stdout, proc.stderr, calls)
+
+    return run
+
+
+def test_run_promotes_a_good_canary_after_the_duration(
+    reports: dict[str, Any], trained: Trained, run_rollout: RunRollout
+) -> None:
+    good = trained.canaries["good"]
+    run = run_rollout("good", good, "--duration", "2s")
+    assert run.code == 0, run.stderr
+    assert run.seconds >= 2
+    start, promote = run.upgrades()
+    assert start["deployments"] == {"good-modelport": trained.stable, "good-modelport-canary": good}
+    assert promote["deployments"] == {"good-modelport": good}  # canary gone, stable moved
+    assert "--reuse-values" in promote["args"]
+    # Passing before the duration: the verdict annotated while it waited, then promoted.
+    patches = run.kubectl("patch")
+    assert len(patches) >= 2
+    notes = patches[0]["patch"]["metadata"]["annotations"]
+    assert notes["modelport.io/rollout-verdict"] == "pass"
+    assert (
+        json.loads(
+            patches[-1]["patch"]["metadata"]["annotations"]["modelport.io/rollout-evidence"]
+        )["action"]
+        == "promote"
+    )
+    assert run.event()["reason"] == "CanaryPromoted"
+    assert f"promoted: good stable now serves model version {good}" in run.stdout
+
+
+def test_run_aborts_a_failing_canary_at_once(
+    reports: dict[str, Any], trained: Trained, run_rollout: RunRollout
+) -> None:
+    run = run_rollout("shuffled", trained.canaries["shuffled"], "--duration", "60s")
+    assert run.code == 3, run.stderr
+    assert run.seconds < 30  # the first analysis fails: no waiting for the duration
+    start, abort = run.upgrades()
+    assert "shuffled-modelport-canary" in start["deployments"]
+    assert abort["deployments"] == {"shuffled-modelport": trained.stable}
+    assert len(run.kubectl("patch")) == 1  # one analysis
+    event = run.event()
+    assert (event["reason"], event["type"]) == ("CanaryAborted", "Warning")
+    assert "online_accuracy fail" in event["message"]
+    assert "aborted: canary of shuffled removed (fail)" in run.stdout
+
+
+@pytest.mark.parametrize("on_timeout", ["abort", "promote"])
+def test_run_without_enough_data_waits_for_the_deadline(
+    reports: dict[str, Any], trained: Trained, run_rollout: RunRollout, on_timeout: str
+) -> None:
+    """Feedback labels short of the minimum (min_feedback far above what arrived): the
+    verdict stays inconclusive; run waits to the deadline, then aborts (exit 4), or
+    promotes with --promote-on-timeout."""
+    good = trained.canaries["good"]
+    extra = ["--threshold", "min_feedback=100000", "--duration", "1s", "--deadline", "3s"]
+    if on_timeout == "promote":
+        extra.append("--promote-on-timeout")
+    run = run_rollout("good", good, *extra)
+    assert run.seconds >= 3
+    patches = run.kubectl("patch")
+    assert len(patches) >= 3  # waited past the duration: analysed again at each interval
+    verdicts = {
+        p["patch"]["metadata"]["annotations"]["modelport.io/rollout-verdict"] for p in patches
+    }
+    assert verdicts == {"inconclusive"}
+    final = run.upgrades()[-1]["deployments"]
+    if on_timeout == "abort":
+        assert run.code == 4, run.stderr
+        assert run.event()["reason"] == "CanaryAborted"
+        assert final == {"good-modelport": trained.stable}
+    else:
+        assert run.code == 0, run.stderr
+        assert run.event()["reason"] == "CanaryPromoted"
+        assert final == {"good-modelport": good}
