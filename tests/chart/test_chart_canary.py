@@ -273,3 +273,99 @@ def test_template_queries_are_promql(render: Renderer, promtool: str, tmp_path: 
         [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _series(metric: str, pod: str, values: str, **labels: str) -> dict[str, str]:
+    base = {"namespace": "models", "pod": pod, "model_name": "breast-cancer"} | labels
+    inner = ",".join(f'{k}="{v}"' for k, v in base.items())
+    return {"series": f"{metric}{{{inner}}}", "values": values}
+
+
+def test_flagger_queries_need_their_minimum_sample(
+    render: Renderer, promtool: str, tmp_path: Path
+) -> None:
+    """Flagger's MetricTemplates, run by promtool on series shaped like a Flagger canary
+    (pods <target>-primary-* and <target>-*): below the minimum sample a query has no
+    result (Flagger halts advancement), above it the value the threshold judges."""
+    docs = [d for d in render(None, *FLAGGER) if d["kind"] == "MetricTemplate"]
+    fill = {"{{ namespace }}": "models", "{{ target }}": "modelport", "{{ interval }}": "5m"}
+    rules = []
+    for doc in docs:
+        query = doc["spec"]["query"]
+        for key, value in fill.items():
+            query = query.replace(key, value)
+        name = doc["metadata"]["name"].removeprefix("modelport-").replace("-", "_")
+        rules.append({"record": f"flagger:{name}", "expr": query})
+    (tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": "f", "rules": rules}]})
+    )
+
+    def case(per_minute: int) -> dict[str, object]:
+        """Both sides at `per_minute` requests and predictions; a tenth of the canary's
+        requests fail; classes 50/50 on both sides."""
+        series = []
+        for pod, errors in (("modelport-primary-5d9f-x2k4q", 0), ("modelport-7c4b-p8m2z", 1)):
+            ok = per_minute - per_minute * errors // 10
+            for code, rate in (("200", ok), ("500", per_minute - ok)):
+                series.append(
+                    _series(
+                        "modelport_requests_total",
+                        pod,
+                        f"0+{rate}x10",
+                        endpoint="predict",
+                        code=code,
+                    )
+                )
+            for le in ("0.01", "+Inf"):
+                series.append(
+                    _series(
+                        "modelport_request_duration_seconds_bucket",
+                        pod,
+                        f"0+{per_minute}x10",
+                        endpoint="predict",
+                        le=le,
+                    )
+                )
+            for cls in ("0", "1"):
+                series.append(
+                    _series(
+                        "modelport_predictions_total",
+                        pod,
+                        f"0+{per_minute // 2}x10",
+                        **{"class": cls},
+                    )
+                )
+        return {"interval": "1m", "input_series": series}
+
+    few, enough = case(2), case(40)  # 10 / 200 requests in the 5 m window (minimum 50)
+    few["promql_expr_test"] = [
+        {"expr": f"flagger:{n}", "eval_time": "10m", "exp_samples": []}
+        for n in ("error_ratio_increase", "p99_latency_ratio", "prediction_psi")
+    ]
+    enough["promql_expr_test"] = [
+        {
+            "expr": "flagger:error_ratio_increase",
+            "eval_time": "10m",
+            "exp_samples": [{"labels": "flagger:error_ratio_increase", "value": 0.1}],
+        },
+        {
+            "expr": "flagger:p99_latency_ratio",
+            "eval_time": "10m",
+            "exp_samples": [{"labels": "flagger:p99_latency_ratio", "value": 1}],
+        },
+        {
+            "expr": "flagger:prediction_psi",
+            "eval_time": "10m",
+            "exp_samples": [{"labels": "flagger:prediction_psi", "value": 0}],
+        },
+    ]
+    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [few, enough]}
+    (tmp_path / "flagger.test.yaml").write_text(yaml.safe_dump(tests))
+    proc = subprocess.run(
+        [promtool, "test", "rules", "flagger.test.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
