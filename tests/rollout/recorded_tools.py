@@ -9,6 +9,10 @@ edge of the judge (``modelport.rollout_io.run``) finds these first on PATH.
 - ``helm get values`` prints the recorded user values.
 - ``kubectl patch deployment`` (the verdict's annotations) and ``kubectl create -f -``
   (the Event) are recorded.
+- ``kubectl get deployment NAME -o json``: the Deployment the chart renders from the
+  recorded values, with the recorded annotation patches applied; its ready replicas are
+  all of them if the server standing for it ($ROLLOUT_READY_URLS, name -> URL) answers
+  ``GET /readyz`` with 200, else none.
 
 State lives in $ROLLOUT_TOOLS_DIR (values.json, calls.jsonl); $ROLLOUT_REAL_HELM is the real
 helm. Usage: ``python recorded_tools.py helm|kubectl ARGS...``.
@@ -21,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -50,27 +55,44 @@ def option(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
 
-def upgrade(args: list[str]) -> int:
-    release, chart = args[1], args[2]
-    namespace = option(args, "--namespace")
-    assert "--reuse-values" in args, "modelport rollout always upgrades with --reuse-values"
-    state = values()
-    for flag, item in itertools.pairwise(args):
-        if flag in ("--set-string", "--set-json"):
-            key, _, raw = item.partition("=")
-            put(state, key, raw if flag == "--set-string" else json.loads(raw))
+def render(state: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The real chart rendered with these values (None, helm's error on stderr, if refused)."""
+    release = json.loads((STATE / "release.json").read_text())
     path = STATE / "values.yaml"
     path.write_text(yaml.safe_dump(state))
     proc = subprocess.run(
-        [os.environ["ROLLOUT_REAL_HELM"], "template", release, chart, "-n", namespace, "-f", path],
+        [
+            os.environ["ROLLOUT_REAL_HELM"],
+            "template",
+            release["name"],
+            release["chart"],
+            "-n",
+            release["namespace"],
+            "-f",
+            path,
+        ],
         capture_output=True,
         text=True,
         check=False,
     )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
+        return None
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def upgrade(args: list[str]) -> int:
+    assert "--reuse-values" in args, "modelport rollout always upgrades with --reuse-values"
+    release = {"name": args[1], "chart": args[2], "namespace": option(args, "--namespace")}
+    (STATE / "release.json").write_text(json.dumps(release))
+    state = values()
+    for flag, item in itertools.pairwise(args):
+        if flag in ("--set-string", "--set-json"):
+            key, _, raw = item.partition("=")
+            put(state, key, raw if flag == "--set-string" else json.loads(raw))
+    docs = render(state)
+    if docs is None:
         return 1
-    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     deployments = {
         d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"].get(
             "modelport.io/model-version"
@@ -93,6 +115,35 @@ def upgrade(args: list[str]) -> int:
     return 0
 
 
+def get_deployment(name: str) -> int:
+    docs = render(values()) or []
+    found = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+    if not found:
+        sys.stderr.write(f'Error from server (NotFound): deployments.apps "{name}" not found\n')
+        return 1
+    deployment = found[0]
+    notes = deployment["metadata"].setdefault("annotations", {})
+    for call in calls():
+        if call["tool"] == "kubectl" and call["args"][:3] == ["patch", "deployment", name]:
+            notes.update(call["patch"]["metadata"]["annotations"])
+    url = json.loads(os.environ.get("ROLLOUT_READY_URLS", "{}")).get(name)
+    ready = 0
+    if url:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as resp:
+                ready = deployment["spec"].get("replicas", 1) if resp.status == 200 else 0
+        except OSError:
+            ready = 0
+    deployment["status"] = {"readyReplicas": ready}
+    print(json.dumps(deployment))
+    return 0
+
+
+def calls() -> list[dict[str, Any]]:
+    path = STATE / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def main(argv: list[str]) -> int:
     tool, args = argv[0], argv[1:]
     if tool == "helm" and args[:2] == ["get", "values"]:
@@ -104,6 +155,8 @@ def main(argv: list[str]) -> int:
     if tool == "kubectl" and args[0] == "patch":
         record({"tool": "kubectl", "args": args, "patch": json.loads(option(args, "--patch"))})
         return 0
+    if tool == "kubectl" and args[:2] == ["get", "deployment"]:
+        return get_deployment(args[2])
     if tool == "kubectl" and args[0] == "create":
         record({"tool": "kubectl", "args": args, "object": json.load(sys.stdin)})
         return 0

@@ -442,67 +442,91 @@ class Run:
 RunRollout = Callable[..., Run]
 
 
+class RecordedRelease:
+    """A Helm release without a cluster: its user values in a state directory, `helm` and
+    `kubectl` on PATH replaced by tests/rollout/recorded_tools.py; `modelport rollout`
+    commands run against it as subprocesses, as a user runs them."""
+
+    def __init__(self, state: Path, helm: str, values: dict[str, Any], ready: dict[str, str]):
+        self.state = state
+        (state / "bin").mkdir()
+        script = Path(__file__).with_name("recorded_tools.py")
+        for tool in ("helm", "kubectl"):
+            wrapper = state / "bin" / tool
+            wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" {tool} "$@"\n')
+            wrapper.chmod(0o755)
+        (state / "values.json").write_text(json.dumps(values))
+        self.env = os.environ | {
+            "PATH": f"{state / 'bin'}{os.pathsep}{os.environ['PATH']}",
+            "ROLLOUT_TOOLS_DIR": str(state),
+            "ROLLOUT_REAL_HELM": helm,
+            "ROLLOUT_READY_URLS": json.dumps(ready),
+        }
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "modelport", "rollout", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=self.env,
+        )
+
+    def calls(self) -> list[dict[str, Any]]:
+        path = self.state / "calls.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 @pytest.fixture
-def run_rollout(
-    trained: Trained, prometheus: str, tmp_path_factory: pytest.TempPathFactory
-) -> RunRollout:
-    """`modelport rollout run RELEASE -n models ...` with a fresh recorded release whose
-    user values name the model and stable's version."""
+def recorded(
+    trained: Trained, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., RecordedRelease]:
+    """A fresh recorded release whose user values name the model and stable's version;
+    `ready` maps Deployment names to servers whose /readyz stands for their readiness."""
     helm = find_tool("helm")
     if helm is None:
         if IN_CI:
             pytest.fail("helm not found: run `make tools`")
         pytest.skip("helm not found (make tools installs it)")
-    script = Path(__file__).with_name("recorded_tools.py")
+
+    def make(release: str, ready: dict[str, str] | None = None) -> RecordedRelease:
+        values = {"model": {"name": MODEL, "version": trained.stable}}
+        return RecordedRelease(
+            tmp_path_factory.mktemp(f"release-{release}"), helm, values, ready or {}
+        )
+
+    return make
+
+
+@pytest.fixture
+def run_rollout(prometheus: str, recorded: Callable[..., RecordedRelease]) -> RunRollout:
+    """`modelport rollout run RELEASE -n models ...` on a fresh recorded release."""
 
     def run(release: str, version: str, *extra: str) -> Run:
-        state = tmp_path_factory.mktemp(f"run-{release}")
-        (state / "bin").mkdir()
-        for tool in ("helm", "kubectl"):
-            wrapper = state / "bin" / tool
-            wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" {tool} "$@"\n')
-            wrapper.chmod(0o755)
-        user_values = {"model": {"name": MODEL, "version": trained.stable}}
-        (state / "values.json").write_text(json.dumps(user_values))
-        env = os.environ | {
-            "PATH": f"{state / 'bin'}{os.pathsep}{os.environ['PATH']}",
-            "ROLLOUT_TOOLS_DIR": str(state),
-            "ROLLOUT_REAL_HELM": helm,
-        }
+        target = recorded(release)
         began = time.monotonic()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "modelport",
-                "rollout",
-                "run",
-                release,
-                "--namespace",
-                NAMESPACE,
-                "--version",
-                version,
-                "--chart",
-                str(CHART),
-                "--prometheus",
-                prometheus,
-                "--window",
-                "5m",
-                "--interval",
-                "1s",
-                *(arg for t in THRESHOLDS for arg in ("--threshold", t)),
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env=env,
+        proc = target.cli(
+            "run",
+            release,
+            "--namespace",
+            NAMESPACE,
+            "--version",
+            version,
+            "--chart",
+            str(CHART),
+            "--prometheus",
+            prometheus,
+            "--window",
+            "5m",
+            "--interval",
+            "1s",
+            *(arg for t in THRESHOLDS for arg in ("--threshold", t)),
+            *extra,
         )
         seconds = time.monotonic() - began
         print(proc.stderr, proc.stdout)  # the loop's lines and the final table (pytest -s)
-        calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
-        return Run(proc.returncode, seconds, proc.stdout, proc.stderr, calls)
+        return Run(proc.returncode, seconds, proc.stdout, proc.stderr, target.calls())
 
     return run
 
@@ -577,3 +601,37 @@ def test_run_without_enough_data_waits_for_the_deadline(
         assert run.code == 0, run.stderr
         assert run.event()["reason"] == "CanaryPromoted"
         assert final == {"good-modelport": good}
+
+
+def test_start_analyze_status_on_a_release(
+    reports: dict[str, Any],
+    trained: Trained,
+    servers: dict[str, Server],
+    prometheus: str,
+    recorded: Callable[..., RecordedRelease],
+) -> None:
+    """start, analyze (the verdict published on the canary Deployment), then status, as in
+    docs/deploy.md's walk-through (whose status output is this test's)."""
+    good = trained.canaries["good"]
+    ready = {"good-modelport": servers["stable"].url, "good-modelport-canary": servers["good"].url}
+    release = recorded("good", ready)
+    common = ("--namespace", NAMESPACE)
+    started = release.cli("start", "good", *common, "--version", good, "--chart", str(CHART))
+    assert started.returncode == 0, started.stderr
+    thresholds = [arg for t in THRESHOLDS for arg in ("--threshold", t)]
+    judged = release.cli(
+        "analyze", "good", *common, "--prometheus", prometheus, "--window", "5m", *thresholds
+    )
+    assert judged.returncode == 0, judged.stdout + judged.stderr
+    status = release.cli("status", "good", *common)
+    assert status.returncode == 0, status.stderr
+    print(status.stdout)  # docs/deploy.md step 3 (pytest -s)
+    lines = status.stdout.splitlines()
+    assert lines[0] == f"good: model {MODEL}"
+    assert lines[1].split(",")[0] == f"  stable  version {trained.stable}"
+    assert lines[2].startswith(f"  canary  version {good}, image (stable image), 1/1 ready")
+    assert lines[2].endswith("shadow off")
+    assert lines[3].startswith("  verdict pass (at ")
+    info = json.loads(release.cli("status", "good", *common, "-o", "json").stdout)
+    assert info["canary"]["verdict"] == "pass"
+    assert info["canary"]["ready"] == 1
