@@ -120,23 +120,47 @@ class Evaluation(_Strict):
     )
 
 
-class Artifact(_Strict):
-    """An optimised serving form of a Keras model, measured on the test split when it
-    was made: the service may use it instead of the native ``.keras`` file."""
+class Latency(_Strict):
+    """In-process latency of an artifact and of the native model as the service runs it
+    (fast path on where the model allows it), measured side by side at training."""
 
-    kind: Literal["saved_model", "tflite"] = Field(
+    row_us: float = Field(description="the artifact, one row per call: median µs")
+    native_row_us: float = Field(description="the native model, one row per call: median µs")
+    batch_rows: int = Field(description="rows per call of the batch measurement")
+    batch_ms: float = Field(description="the artifact, batch_rows rows per call: median ms")
+    native_batch_ms: float = Field(description="the native model, the same batch: median ms")
+
+    @property
+    def faster(self) -> bool:
+        """Single-row calls (what a request mostly is) at least 10 % quicker than the
+        native model's: closer timings are within the noise of a shared machine."""
+        return self.row_us < 0.9 * self.native_row_us
+
+
+class Artifact(_Strict):
+    """An optimised serving form of a model, measured on the test split when it was
+    made: the service may use it instead of the native ``.keras`` file (Keras) or the
+    pickled pipeline (scikit-learn: ``onnx``)."""
+
+    kind: Literal["saved_model", "tflite", "onnx"] = Field(
         description="saved_model: exported TensorFlow signature (same float32 graph); "
-        "tflite: TensorFlow Lite with dynamic-range quantization (int8 weights)"
+        "tflite: TensorFlow Lite with dynamic-range quantization (int8 weights); "
+        "onnx: a scikit-learn pipeline converted by skl2onnx, run by ONNX Runtime (float32)"
     )
     path: str = Field(description="file or folder inside the model directory")
     metric: str = Field(description="test metric compared: accuracy or r2")
-    score: float = Field(description="the artifact's test score")
-    delta: float = Field(description="artifact score minus the original's (negative: worse)")
+    score: float | None = Field(None, description="the artifact's test score (absent: not made)")
+    delta: float | None = Field(
+        None, description="artifact score minus the original's (negative: worse)"
+    )
     accepted: bool = Field(description="within the tolerance; rejected artifacts are not stored")
     reason: str
     size_bytes: int
     sample: Sample | None = Field(
         None, description="the artifact's own outputs on the card's sample, for its self-test"
+    )
+    latency: Latency | None = Field(
+        None, description="in-process latency against the native model (onnx artifacts)"
     )
 
 
@@ -214,7 +238,8 @@ class ModelCard(_Strict):
     data_source: str
     rows: dict[str, int] = Field(description="rows per split: train, validation, test")
     artifacts: list[Artifact] = Field(
-        default_factory=list, description="optimised serving artifacts (Keras models)"
+        default_factory=list,
+        description="optimised serving artifacts (Keras: saved_model, tflite; scikit-learn: onnx)",
     )
     explain: ExplainReference | None = Field(
         None, description="what explanations need from the training data (absent: older models)"

@@ -87,9 +87,9 @@ class TrainingSettings(BaseSettings):
     artifact_tolerance: float = Field(
         0.01,
         ge=0,
-        description="Most test accuracy (R² for regressors) an optimised Keras serving "
-        "artifact (SavedModel, quantized TFLite) may lose against the original; worse "
-        "ones are refused.",
+        description="Most test accuracy (R² for regressors) an optimised serving "
+        "artifact (Keras: SavedModel, quantized TFLite; scikit-learn: ONNX) may lose "
+        "against the original; worse ones are refused.",
     )
     reports_dir: Path = Field(
         Path("reports"), description="Where training reports are written (one folder a model)."
@@ -135,6 +135,13 @@ class ServiceSettings(BaseSettings):
         "auto",
         description="Serving form of Keras models: 'auto' takes the fastest one training "
         "accepted (tflite, then saved_model, then the native .keras file).",
+    )
+    sklearn_artifact: Literal["auto", "native", "onnx"] = Field(
+        "auto",
+        description="Serving form of scikit-learn models: 'auto' takes the ONNX Runtime "
+        "form when training accepted it and measured it faster than the native model, "
+        "else the native one; 'onnx' insists (a model without an accepted one stays "
+        "unready, with the reason).",
     )
     selftest_tolerance: float = Field(
         1e-4,

@@ -395,6 +395,9 @@ def _register(
         )
         try:
             model = bentoml.models.get(tag)  # the stored copy, not the temporary one
+            for artifact in card.artifacts:  # the ONNX form, hashed with the rest
+                if artifact.accepted and artifacts_dir is not None:
+                    shutil.copy2(artifacts_dir / artifact.path, Path(model.path) / artifact.path)
             model.info.metadata.update(_with_hashes(card, Path(model.path)).to_metadata())
             write_info(model)
         except BaseException:
@@ -528,6 +531,16 @@ def _finish(
     artifacts = []
     if isinstance(predictor, KerasPredictor):
         artifacts = optimize.keras_artifacts(
+            predictor,
+            s.X_test,
+            s.y_test,
+            settings.artifact_tolerance,
+            workdir,
+            lambda p: _sample(p, s.X_test, settings.sample_rows),
+            console,
+        )
+    elif isinstance(predictor, SklearnPredictor):
+        artifacts = optimize.sklearn_artifacts(
             predictor,
             s.X_test,
             s.y_test,
