@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import bentoml
 from bentoml.exceptions import NotFound
@@ -64,19 +65,46 @@ def keras_artifact(card: ModelCard, wanted: str) -> str:
     if wanted == "auto":
         return next((k for k in ("tflite", "saved_model") if card.artifact(k)), "keras")
     if wanted != "keras" and card.artifact(wanted) is None:
-        known = (
-            ", ".join(
-                f"{a.kind} ({'accepted' if a.accepted else a.reason})" for a in card.artifacts
-            )
-            or "none"
-        )
-        raise StoreError(f"no accepted {wanted!r} artifact; this model has: {known}")
+        _no_artifact(card, wanted)
     return wanted
 
 
-def predictor_of(model: bentoml.Model, card: ModelCard, artifact: str = "keras") -> Predictor:
-    """The model's predictor; ``artifact`` picks a Keras model's serving form
-    (see :func:`keras_artifact`; sklearn models ignore it)."""
+def _no_artifact(card: ModelCard, wanted: str) -> NoReturn:
+    known = (
+        ", ".join(f"{a.kind} ({'accepted' if a.accepted else a.reason})" for a in card.artifacts)
+        or "none"
+    )
+    raise StoreError(f"no accepted {wanted!r} artifact; this model has: {known}")
+
+
+def sklearn_artifact(card: ModelCard, wanted: str) -> str:
+    """Which serving form of a scikit-learn model to load: ``onnx`` when asked for and
+    accepted, for ``auto`` only when it was also measured faster than the native model
+    at training; else ``native``."""
+    onnx = card.artifact("onnx")
+    if wanted == "auto":
+        faster = onnx is not None and onnx.latency is not None and onnx.latency.faster
+        return "onnx" if faster else "native"
+    if wanted == "onnx" and onnx is None:
+        _no_artifact(card, wanted)
+    return wanted
+
+
+def predictor_of(
+    model: bentoml.Model, card: ModelCard, artifact: str = "keras", sklearn_kind: str = "native"
+) -> Predictor:
+    """The model's predictor; ``artifact`` picks a Keras model's serving form (see
+    :func:`keras_artifact`), ``sklearn_kind`` a scikit-learn one's (:func:`sklearn_artifact`)."""
+    if card.framework == "sklearn" and sklearn_artifact(card, sklearn_kind) == "onnx":
+        from modelport.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor.load(
+            Path(model.path),
+            card.task,
+            card.classes,
+            card.feature_names,
+            native=lambda: predictor_of(model, card),  # for explanations, on first use
+        )
     kind = keras_artifact(card, artifact) if card.framework == "keras" else "native"
     predictor = load_predictor(Path(model.path), card.framework, card.task, card.classes, kind)
     predictor.feature_names = card.feature_names

@@ -51,7 +51,13 @@ class ServedModel:
             from modelport.explain import ExplainError, explainer_for
 
             try:
-                self._explainer = explainer_for(self.predictor, self.card)
+                # The ONNX form is explained through the pipeline it was converted from.
+                native = (
+                    getattr(self.predictor, "native", None)
+                    if self.predictor.artifact == "onnx"
+                    else None
+                )
+                self._explainer = explainer_for(native or self.predictor, self.card)
                 log.info("model %s: explanations by %s", self.tag, self._explainer.method)
             except ExplainError as exc:
                 self._explainer_error = str(exc)
@@ -100,6 +106,9 @@ def _load(tag: str, settings: ServiceSettings) -> _Loaded:
         check_on_load(Path(model.path), model.info.metadata, settings.verify_key)
     except SignatureError as exc:
         raise ModelLoadError(f"model {model.tag}: {exc}") from None
+    onnx = _onnx_predictor(model, card, settings) if card.framework == "sklearn" else None
+    if onnx is not None:
+        return _Loaded(str(model.tag), card, Schema(card), onnx)
     try:
         predictor = store.predictor_of(model, card, settings.keras_artifact)
     except Exception as exc:  # any loader failure keeps the pod unready, with the reason
@@ -110,6 +119,20 @@ def _load(tag: str, settings: ServiceSettings) -> _Loaded:
         if why:
             log.info("model %s: array fast path off (%s)", model.tag, why)
     return _Loaded(str(model.tag), card, schema, predictor)
+
+
+def _onnx_predictor(model: Any, card: ModelCard, settings: ServiceSettings) -> Predictor | None:
+    """The ONNX Runtime form when MODELPORT_SKLEARN_ARTIFACT picks it for this model
+    (``store.sklearn_artifact``), else ``None``; one asked for by name that training
+    refused, or that cannot load, keeps the model unready with the reason."""
+    from modelport import store
+
+    try:
+        if store.sklearn_artifact(card, settings.sklearn_artifact) != "onnx":
+            return None
+        return store.predictor_of(model, card, sklearn_kind="onnx")
+    except Exception as exc:  # any loader failure keeps the pod unready, with the reason
+        raise ModelLoadError(f"model {model.tag}: cannot load: {exc}") from None
 
 
 def _enable_fast_path(predictor: Predictor, card: ModelCard) -> str | None:
