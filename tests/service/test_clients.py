@@ -19,7 +19,7 @@ from training.recipes import RECIPES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FUZZ_EXAMPLES = 200  # per operation and phase: > 2 000 requests in all
+FUZZ_EXAMPLES = 260  # per operation and phase: > 2 000 requests in all
 
 
 @pytest.fixture(scope="module")

@@ -253,7 +253,7 @@ def test_access_log_is_off_by_default_and_can_be_turned_on(trained, start_server
         assert ("/predict" in s.log_text()) is expected, s.log_text()[-2000:]
 
 
-def test_pending_drift_counts_are_flushed_at_shutdown(trained, start_server, tmp_path) -> None:
+def test_pending_drift_counts_are_flushed_at_shutdown(trained, start_server) -> None:
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -265,7 +265,7 @@ def test_pending_drift_counts_are_flushed_at_shutdown(trained, start_server, tmp
     s.stop()
     registry = CollectorRegistry()
     MultiProcessCollector(
-        registry, path=str(tmp_path / "bentoml-home" / "prometheus_multiproc_dir")
+        registry, path=str(s.log.parent / "bentoml-home" / "prometheus_multiproc_dir")
     )
     counted = sum(
         sample.value
