@@ -271,6 +271,7 @@ class ModelSet:
                 "name": m.name,
                 "version": m.version,
                 "framework": m.card.framework,
+                "artifact": m.predictor.artifact,  # the serving form (onnx, tflite, native...)
                 "task": m.card.task,
                 "classes": m.card.classes,
                 "features": m.card.feature_names,
