@@ -164,6 +164,20 @@ class Artifact(_Strict):
     )
 
 
+class LinearForm(_Strict):
+    """A scikit-learn pipeline of scaled numeric columns into a linear model, as plain
+    arrays (``modelport.predictors.linear_form``): serving computes
+    ``link(((X[:, columns] - mean) / scale) @ coef.T + intercept)`` without importing
+    scikit-learn or SciPy, once it reproduces the recorded sample outputs."""
+
+    columns: list[int] = Field(description="input feature index of each model column")
+    mean: list[float]
+    scale: list[float]
+    coef: list[list[float]] = Field(description="one row per output (1 for binary, k classes)")
+    intercept: list[float]
+    link: Literal["identity", "logistic", "softmax"]
+
+
 class DataSummary(_Strict):
     """The training data as read: for the report and for whoever debugs a model."""
 
@@ -237,6 +251,9 @@ class ModelCard(_Strict):
     integrity: Integrity
     data_source: str
     rows: dict[str, int] = Field(description="rows per split: train, validation, test")
+    linear: LinearForm | None = Field(
+        None, description="the pipeline as arrays, when it is a linear model (absent: any other)"
+    )
     artifacts: list[Artifact] = Field(
         default_factory=list,
         description="optimised serving artifacts (Keras: saved_model, tflite; scikit-learn: onnx)",

@@ -163,12 +163,183 @@ def _recorded(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and np.allclose(a, b, rtol=1e-7, atol=1e-7)
 
 
+LINKS = ("identity", "logistic", "softmax")
+
+
+class LinearHead:
+    """A fitted linear model's arithmetic without scikit-learn: its
+    ``decision_function`` (``Z @ coef.T + intercept``, the same operations) and the
+    link LogisticRegression applies. scikit-learn's own ``predict_proba`` spends
+    most of a single-row call validating its input."""
+
+    def __init__(self, coef: Any, intercept: Any, link: str) -> None:
+        if link not in LINKS:
+            raise ValueError(f"unknown link {link!r}")
+        self.coef = np.asarray(coef, dtype=float)
+        self.intercept = np.asarray(intercept, dtype=float)
+        self.link = link
+
+    def decision(self, Z: np.ndarray) -> np.ndarray:
+        return Z @ self.coef.T + self.intercept
+
+    def predict(self, Z: np.ndarray) -> np.ndarray:
+        return self.decision(Z).reshape(-1)
+
+    def predict_proba(self, Z: np.ndarray) -> np.ndarray:
+        d = self.decision(Z)
+        if self.link == "logistic":  # binary: P(class 1) = expit(d)
+            p = 1.0 / (1.0 + np.exp(-d[:, 0]))
+            return np.column_stack([1.0 - p, p])
+        if self.link == "softmax":
+            e = np.exp(d - d.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        raise ValueError("predict_proba needs the logistic or softmax link")
+
+
+# Estimators whose prediction is exactly ``LinearHead``'s arithmetic on their coef_
+# and intercept_ (LogisticRegression: binary or multinomial).
+_LINEAR_REGRESSORS = frozenset({"LinearRegression", "Ridge", "Lasso", "ElasticNet"})
+
+
+def linear_head(est: Any) -> LinearHead | None:
+    name = type(est).__name__
+    if not (hasattr(est, "coef_") and hasattr(est, "intercept_")):
+        return None
+    if name in _LINEAR_REGRESSORS:
+        coef = np.atleast_2d(est.coef_)
+        if coef.shape[0] != 1:
+            return None
+        return LinearHead(coef, np.atleast_1d(est.intercept_), "identity")
+    if name == "LogisticRegression":
+        n = len(est.classes_)
+        link = "logistic" if n == 2 else "softmax"
+        if est.coef_.shape[0] != (1 if n == 2 else n):
+            return None
+        return LinearHead(est.coef_, est.intercept_, link)
+    return None
+
+
+def _scaling(trans: Any, n: int) -> tuple[list[float], list[float]] | None:
+    """(mean, scale) of a StandardScaler or passthrough over ``n`` columns."""
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    if isinstance(trans, str) or type(trans) is FunctionTransformer:
+        # "passthrough", which fitting turns into an identity FunctionTransformer
+        identity = trans == "passthrough" if isinstance(trans, str) else trans.func is None
+        return ([0.0] * n, [1.0] * n) if identity else None
+    if type(trans) is not StandardScaler:
+        return None
+    mean = trans.mean_ if trans.with_mean else np.zeros(n)
+    scale = trans.scale_ if trans.with_std else np.ones(n)
+    return [float(v) for v in mean], [float(v) for v in scale]
+
+
+def linear_form(estimator: Any, feature_names: list[str]) -> dict[str, Any] | None:
+    """At training: a fitted ``Pipeline([ColumnTransformer of StandardScaler or
+    passthrough over numeric columns], linear model)`` as plain arrays (the card's
+    ``linear`` field), so serving needs neither scikit-learn nor SciPy to load it.
+    ``None`` for any other layout."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(estimator, Pipeline) or len(estimator.steps) != 2:
+        return None
+    ct, head = estimator.steps[0][1], linear_head(estimator.steps[1][1])
+    if not isinstance(ct, ColumnTransformer) or head is None or ct.sparse_output_:
+        return None
+    columns: list[int] = []
+    mean: list[float] = []
+    scale: list[float] = []
+    for _, trans, cols in ct.transformers_:
+        if isinstance(trans, str) and trans == "drop":
+            continue
+        idx = _indices(cols, feature_names)
+        if idx is None:
+            return None
+        if not idx:
+            continue
+        scaling = _scaling(trans, len(idx))
+        if scaling is None:
+            return None
+        columns += idx
+        mean += scaling[0]
+        scale += scaling[1]
+    if head.coef.shape[1] != len(columns):
+        return None
+    return {
+        "columns": columns,
+        "mean": mean,
+        "scale": scale,
+        "coef": head.coef.tolist(),
+        "intercept": head.intercept.tolist(),
+        "link": head.link,
+    }
+
+
+def _linear_transform(columns: list[int], mean: Any, scale: Any) -> Transform:
+    idx = np.asarray(columns, dtype=int)
+    m, sc = np.asarray(mean, dtype=float), np.asarray(scale, dtype=float)
+
+    def transform(X: np.ndarray) -> np.ndarray:
+        Z = X[:, idx] - m  # StandardScaler's two operations, in its order
+        Z /= sc
+        return Z
+
+    return transform
+
+
 class SklearnPredictor(Predictor):
-    def __init__(self, estimator: Any, task: str, classes: list[Any] | None) -> None:
+    """A fitted scikit-learn estimator. With ``loader`` instead of an estimator, the
+    pickle is read (and scikit-learn imported) only when something needs it: a model
+    served from its linear form (:meth:`use_linear_form`) may never."""
+
+    def __init__(
+        self,
+        estimator: Any,
+        task: str,
+        classes: list[Any] | None,
+        loader: Callable[[], Any] | None = None,
+    ) -> None:
         super().__init__(task, classes)
-        self.estimator = estimator
+        if estimator is None and loader is None:
+            raise ValueError("an estimator or a loader is needed")
+        self._estimator = estimator
+        self._loader = loader
         self._fast: Transform | None = None
         self._head: Any = None
+
+    @property
+    def estimator(self) -> Any:
+        if self._estimator is None:
+            assert self._loader is not None
+            self._estimator = self._loader()
+        return self._estimator
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the pickled estimator has been read."""
+        return self._estimator is not None
+
+    def use_linear_form(
+        self, form: dict[str, Any], feature_names: list[str], X: np.ndarray, expected: np.ndarray
+    ) -> str | None:
+        """Serve all-numeric rows from the card's linear form (:func:`linear_form`) if
+        it reproduces the recorded ``expected`` scores on ``X``; returns why not."""
+        self.feature_names = list(feature_names)
+        try:
+            fast = _linear_transform(form["columns"], form["mean"], form["scale"])
+            head = LinearHead(form["coef"], form["intercept"], form["link"])
+            if (head.link == "identity") != (self.task == "regression"):
+                return f"link {head.link} does not fit a {self.task} model"
+            self._fast, self._head = fast, head
+            ok = _recorded(self.scores(X), np.asarray(expected, dtype=float))
+        except Exception as exc:  # a malformed form: keep the pickled model
+            self._fast = self._head = None
+            return f"linear form failed: {exc!r}"
+        if not ok:
+            self._fast = self._head = None
+            return "linear form does not reproduce the recorded outputs"
+        return None
 
     def _reference(self, X: pd.DataFrame) -> np.ndarray:
         if self.task == "regression":
@@ -199,6 +370,7 @@ class SklearnPredictor(Predictor):
         head = est[1:] if len(est.steps) > 2 else est.steps[-1][1]
         if fast is None or hasattr(head, "feature_names_in_"):
             return "column layout not supported"
+        head = linear_head(head) or head  # checked below like the rest
         if isinstance(sample, np.ndarray):
             if expected is None:
                 raise ValueError("an array sample needs the expected scores")
@@ -352,3 +524,17 @@ def load_predictor(
         predictor.artifact = artifact
         return predictor
     raise ValueError(f"unknown framework {framework!r}")
+
+
+def deferred_sklearn(model_dir: Path, task: str, classes: list[Any] | None) -> SklearnPredictor:
+    """A scikit-learn model whose pickle is read on first need (see SklearnPredictor)."""
+
+    def load() -> Any:
+        import joblib
+        import sklearn
+
+        # As the service sets it for eagerly loaded models (service.runtime).
+        sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
+        return joblib.load(model_dir / SKLEARN_FILE)
+
+    return SklearnPredictor(None, task, classes, loader=load)

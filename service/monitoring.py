@@ -63,6 +63,12 @@ class Registry:
             [*M, "metric"],
             multiprocess_mode="max",
         )
+        self.http_requests = Counter(
+            "modelport_http_requests",
+            "Requests to the service's other routes (metadata, health, model list, "
+            "OpenAPI), by route pattern and code.",
+            ["route", "code"],
+        )
         self.requests = Counter(
             "modelport_requests",
             "Requests by model, endpoint, status code.",

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport import __version__
@@ -32,6 +32,39 @@ def _route(codec: Codec) -> Any:
         return await _service().pipeline.handle(request, codec)
 
     return endpoint
+
+
+def _count(route: str, status: int) -> None:
+    """Requests to the routes that are not model routes (those count in
+    ``modelport_requests_total``): BentoML's own request metrics are off."""
+    registry = _service().models.registry
+    if registry is not None:
+        registry.http_requests.labels(route, str(status)).inc()
+
+
+def _counted(route: str, handler: Any) -> Any:
+    async def endpoint(request: Request) -> Response:
+        response: Response = await handler(request)
+        _count(route, response.status_code)
+        return response
+
+    return endpoint
+
+
+async def metrics(_: Request) -> Response:
+    """Prometheus text for every worker's series (multiprocess mode). Served here
+    because BentoML's request metrics, and with them its ``/metrics``, are off (see
+    service.service)."""
+    import anyio.to_thread
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    def scrape() -> bytes:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+    return Response(await anyio.to_thread.run_sync(scrape), media_type=CONTENT_TYPE_LATEST)
 
 
 async def server_metadata(_: Request) -> Response:
@@ -98,6 +131,7 @@ class Routes(Starlette):
             try:
                 await router(scope, receive, send)
             except HTTPException as exc:  # 405 on a known path: the one error body
+                _count(_template(router, scope), exc.status_code)
                 allowed = (exc.headers or {}).get("Allow", "")
                 message = f"{scope['method']} is not allowed on {scope['path']}" + (
                     f"; allowed: {allowed}" if allowed else ""
@@ -110,6 +144,18 @@ class Routes(Starlette):
         return routed
 
 
+def _template(router: Any, scope: Scope) -> str:
+    """The route pattern a request matched (a bounded label, unlike its path)."""
+    for route in router.routes:
+        if route.matches(scope)[0] != Match.NONE:
+            return str(route.path)
+    return "(none)"
+
+
+def _get(path: str, handler: Any) -> Route:
+    return Route(path, _counted(path, handler), methods=["GET"])
+
+
 def app() -> Routes:
     return Routes(
         routes=[
@@ -118,16 +164,17 @@ def app() -> Routes:
             Route("/explain", _route(EXPLAIN), methods=["POST"]),
             Route("/models/{name}/explain", _route(EXPLAIN), methods=["POST"]),
             Route("/feedback", _route(FEEDBACK), methods=["POST"]),
-            Route("/models", list_models, methods=["GET"]),
-            Route("/docs.json", openapi, methods=["GET"]),
-            Route("/v2", server_metadata, methods=["GET"]),
-            Route("/v2/health/live", live, methods=["GET"]),
-            Route("/v2/health/ready", ready, methods=["GET"]),
-            Route("/v2/models/{name}", model_metadata, methods=["GET"]),
-            Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            _get("/models", list_models),
+            _get("/docs.json", openapi),
+            _get("/v2", server_metadata),
+            _get("/v2/health/live", live),
+            _get("/v2/health/ready", ready),
+            _get("/v2/models/{name}", model_metadata),
+            _get("/v2/models/{name}/ready", model_ready),
             Route("/v2/models/{name}/infer", _route(INFER), methods=["POST"]),
-            Route("/v2/models/{name}/versions/{version}", model_metadata, methods=["GET"]),
-            Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
+            _get("/v2/models/{name}/versions/{version}", model_metadata),
+            _get("/v2/models/{name}/versions/{version}/ready", model_ready),
             Route("/v2/models/{name}/versions/{version}/infer", _route(INFER), methods=["POST"]),
         ]
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,11 @@ class ServedModel:
                 )
                 self._explainer = explainer_for(native or self.predictor, self.card)
                 log.info("model %s: explanations by %s", self.tag, self._explainer.method)
+                # What this loaded (scikit-learn for a model served from its linear
+                # form, shap, the explainer) stays for good: out of the collector's
+                # view like the models (service.service), or every full collection
+                # scans it (~60 ms pauses about once a second under load).
+                gc.freeze()
             except ExplainError as exc:
                 self._explainer_error = str(exc)
                 log.warning("model %s: no explanations: %s", self.tag, exc)
@@ -109,16 +115,55 @@ def _load(tag: str, settings: ServiceSettings) -> _Loaded:
     onnx = _onnx_predictor(model, card, settings) if card.framework == "sklearn" else None
     if onnx is not None:
         return _Loaded(str(model.tag), card, Schema(card), onnx)
+    schema = Schema(card)
+    linear = (
+        _linear_predictor(Path(model.path), card, str(model.tag)) if schema.all_numeric else None
+    )
+    if linear is not None:
+        return _Loaded(str(model.tag), card, schema, linear)
+    import sklearn
+
+    # Requests are checked for non-finite values before any model sees them, and
+    # parameters were validated at fit time: skip both checks on every call.
+    sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
     try:
         predictor = store.predictor_of(model, card, settings.keras_artifact)
     except Exception as exc:  # any loader failure keeps the pod unready, with the reason
         raise ModelLoadError(f"model {model.tag}: cannot load: {exc}") from None
-    schema = Schema(card)
     if schema.all_numeric:
         why = _enable_fast_path(predictor, card)
         if why:
             log.info("model %s: array fast path off (%s)", model.tag, why)
     return _Loaded(str(model.tag), card, schema, predictor)
+
+
+def _sample_arrays(card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+    """The card's sample as a float array in feature order, and its recorded scores."""
+    X = np.array(
+        [[row[n] for n in card.feature_names] for row in card.sample.instances], dtype=float
+    )
+    recorded = (
+        card.sample.probabilities if card.task == "classification" else card.sample.predictions
+    )
+    return X, np.asarray(recorded, dtype=float)
+
+
+def _linear_predictor(model_dir: Path, card: ModelCard, tag: str) -> Predictor | None:
+    """The model served from its card's linear form, its pickle (and scikit-learn,
+    about 1 s of a cold start) left unread until an explanation needs it; ``None``
+    when the card has no linear form or it does not reproduce the recorded outputs."""
+    from modelport.predictors import deferred_sklearn
+
+    if card.framework != "sklearn" or card.linear is None:
+        return None
+    predictor = deferred_sklearn(model_dir, card.task, card.classes)
+    why = predictor.use_linear_form(
+        card.linear.model_dump(), card.feature_names, *_sample_arrays(card)
+    )
+    if why:
+        log.warning("model %s: %s; loading the pickled pipeline instead", tag, why)
+        return None
+    return predictor
 
 
 def _onnx_predictor(model: Any, card: ModelCard, settings: ServiceSettings) -> Predictor | None:
@@ -138,13 +183,7 @@ def _onnx_predictor(model: Any, card: ModelCard, settings: ServiceSettings) -> P
 def _enable_fast_path(predictor: Predictor, card: ModelCard) -> str | None:
     if card.framework == "sklearn":
         # Checked against the recorded sample outputs: no pandas in an sklearn worker.
-        X = np.array(
-            [[row[n] for n in card.feature_names] for row in card.sample.instances], dtype=float
-        )
-        recorded = (
-            card.sample.probabilities if card.task == "classification" else card.sample.predictions
-        )
-        return predictor.enable_fast_path(card.feature_names, X, np.asarray(recorded))
+        return predictor.enable_fast_path(card.feature_names, *_sample_arrays(card))
     import pandas as pd  # Keras: its preprocessor is compared on a frame
 
     sample = pd.DataFrame(card.sample.instances, columns=card.feature_names).astype(float)
@@ -187,11 +226,6 @@ class ModelSet:
 
     @classmethod
     def load(cls, settings: ServiceSettings) -> ModelSet:
-        import sklearn
-
-        # Requests are checked for non-finite values before any model sees them, and
-        # parameters were validated at fit time: skip both checks on every call.
-        sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
         result = cls(settings)
         loaded: list[_Loaded] = []
         tags = settings.model_tags()

@@ -34,6 +34,7 @@ from modelport.predictors import (
     KerasPredictor,
     Predictor,
     SklearnPredictor,
+    linear_form,
 )
 from modelport.settings import TrainingSettings
 from training import estimators, evaluate, optimize
@@ -595,6 +596,11 @@ def _finish(
         data_source=data.source,
         rows={"train": len(s.X_train), "validation": len(s.X_val), "test": len(s.X_test)},
         artifacts=artifacts,
+        linear=(  # the serving form that needs no scikit-learn, when the model has one
+            linear_form(predictor.estimator, [f.name for f in features])
+            if isinstance(predictor, SklearnPredictor)
+            else None
+        ),
         unknown_categories=choice.unknown_categories,
         data=_summary(data),
         leaderboard=board or None,

@@ -32,12 +32,13 @@ def sklearn_server(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 def _codes(url: str) -> Counter[str]:
-    """Requests by HTTP status, as BentoML's own request counter saw them."""
+    """Requests by HTTP status, as modelport's request counters saw them (model
+    routes, and the other routes)."""
     text = httpx.get(f"{url}/metrics").text
     counts: Counter[str] = Counter()
     for line in text.splitlines():
-        if line.startswith("bentoml_service_request_total{"):
-            code = re.search(r'http_response_code="(\d+)"', line)
+        if line.startswith(("modelport_requests_total{", "modelport_http_requests_total{")):
+            code = re.search(r'\bcode="(\d+)"', line)
             if code:
                 counts[code.group(1)] += int(float(line.rsplit(" ", 1)[1]))
     return counts
