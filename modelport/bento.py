@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from modelport import store
+from modelport.metadata import ModelCard
 
 
 def build_config(bentofile: Path, tags: list[str] | None = None) -> dict[str, Any]:
@@ -15,8 +16,9 @@ def build_config(bentofile: Path, tags: list[str] | None = None) -> dict[str, An
 
     Exact tags go both into the bento's model list and into ``MODELPORT_MODELS``, so
     the image serves precisely what was built; TensorFlow is dropped from the
-    packages when no Keras model is included (sklearn-only images stay small), and shap
-    when every model has exact linear explanations.
+    packages when no Keras model is included (sklearn-only images stay small), shap
+    when every model has exact linear explanations, and onnxruntime when no model will
+    serve its ONNX form (``MODELPORT_SKLEARN_ARTIFACT`` as the bentofile sets it).
     """
     try:
         config = yaml.safe_load(bentofile.read_text())
@@ -32,15 +34,35 @@ def build_config(bentofile: Path, tags: list[str] | None = None) -> dict[str, An
     # ones are closed-form; trees and sampled methods use shap. Training recorded each
     # model's method with its importance.
     shap = any(c.importance is None or c.importance.method != "linear-exact" for c in cards)
+    onnx = any(_serves_onnx(c, _env(config, "MODELPORT_SKLEARN_ARTIFACT", "auto")) for c in cards)
     python = config.setdefault("python", {})
     python["packages"] = [
         p
         for p in python.get("packages", [])
-        if (keras or not p.startswith("tensorflow")) and (shap or not p.startswith("shap"))
+        if (keras or not p.startswith("tensorflow"))
+        and (shap or not p.startswith("shap"))
+        and (onnx or not p.startswith("onnxruntime"))
     ]
     envs = [e for e in config.get("envs", []) if e.get("name") != "MODELPORT_MODELS"]
     config["envs"] = [{"name": "MODELPORT_MODELS", "value": ",".join(exact)}, *envs]
     return config
+
+
+def _env(config: dict[str, Any], name: str, default: str) -> str:
+    return next(
+        (str(e.get("value")) for e in config.get("envs", []) if e.get("name") == name), default
+    )
+
+
+def _serves_onnx(card: ModelCard, wanted: str) -> bool:
+    """Whether the image's setting serves this model in its ONNX Runtime form (the
+    image then needs onnxruntime)."""
+    if card.framework != "sklearn":
+        return False
+    try:
+        return store.sklearn_artifact(card, wanted) == "onnx"
+    except store.StoreError:  # asked for but refused: the model will not serve at all
+        return False
 
 
 def build(project: Path, tags: list[str] | None = None) -> str:

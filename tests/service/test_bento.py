@@ -52,3 +52,21 @@ def test_build_produces_a_bento_with_the_pinned_models(trained) -> None:
     }
     assert "service/service.py" in src and "modelport/metadata.py" in src
     assert not any(p.startswith(("training/", "tests/")) for p in src)
+
+
+def test_onnxruntime_only_in_images_that_serve_an_onnx_form(trained, tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+
+    def packages(setting: str) -> list[str]:
+        envs = [e for e in config["envs"] if e["name"] != "MODELPORT_SKLEARN_ARTIFACT"]
+        path = tmp_path / f"bentofile-{setting}.yaml"
+        value = {"name": "MODELPORT_SKLEARN_ARTIFACT", "value": setting}
+        path.write_text(yaml.safe_dump({**config, "envs": [*envs, value]}))
+        built = bento.build_config(path, ["breast-cancer", "diabetes"])
+        return [p for p in built["python"]["packages"] if p.startswith("onnxruntime")]
+
+    assert packages("onnx") == ["onnxruntime>=1.17,<2"]  # both recipes have accepted ones
+    assert packages("native") == []
+    cards = [store.card_of(store.resolve(n)) for n in ("breast-cancer", "diabetes")]
+    auto = any(store.sklearn_artifact(c, "auto") == "onnx" for c in cards)
+    assert bool(packages("auto")) is auto  # as fast as training measured them
