@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -28,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import yaml
 
 from modelport import server as srv
+from tests import prom
 from tests.chart.chartlib import CHART, find_tool
 from tests.conftest import IN_CI
 from tests.service.conftest import Server, launch
@@ -140,12 +139,6 @@ def servers(
 def prometheus(
     servers: dict[str, Server], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if IN_CI:
-            pytest.fail("prometheus is not installed: run `make tools`")
-        pytest.skip("prometheus not installed (make tools installs it)")
-    work = tmp_path_factory.mktemp("prometheus")
     # One job per scenario, named as the chart's release <scenario>-modelport would be, with
     # the namespace label the ServiceMonitor's targets carry.
     pairs = {s: (servers["stable"], servers[s]) for s in SCENARIOS if s != "shadow"}
@@ -166,46 +159,15 @@ def prometheus(
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": jobs,
     }
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = srv.free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=(work / "log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60)
+    with prom.running(tmp_path_factory.mktemp("prometheus"), config) as url:
         # Both targets of every job scraped twice, so traffic from now on is counted.
         wait_for(lambda: query(url, "count(up == 1)") == [2.0 * len(jobs)], 30)
         time.sleep(2.5)
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
-def wait_for(check, seconds: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("timed out")
-
-
-def query(url: str, promql: str) -> list[float]:
-    body = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=10).json()
-    assert body["status"] == "success", body
-    return [float(x["value"][1]) for x in body["data"]["result"]]
+wait_for = prom.wait_for
+query = prom.query
 
 
 def traffic(trained: Trained, stable: Server, canary: Server) -> None:
