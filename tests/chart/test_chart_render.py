@@ -167,12 +167,15 @@ def test_extra_models_and_bentoml_config(render: Renderer) -> None:
 def test_serving_settings_reach_the_service(render: Renderer) -> None:
     values = env(stable(render(None)))
     assert values["MODELPORT_KERAS_ARTIFACT"] == "auto"
+    assert values["MODELPORT_SKLEARN_ARTIFACT"] == "auto"
     assert values["MODELPORT_MONITORING"] == "true"
     assert values["MODELPORT_DRIFT_FLUSH_SECONDS"] == "0.5"
     docs = render(
         None,
         "--set",
         "serving.kerasArtifact=tflite",
+        "--set",
+        "serving.sklearnArtifact=onnx",
         "--set",
         "serving.monitoring=false",
         "--set",
@@ -181,22 +184,25 @@ def test_serving_settings_reach_the_service(render: Renderer) -> None:
     values = env(stable(docs))
     assert (
         values["MODELPORT_KERAS_ARTIFACT"],
+        values["MODELPORT_SKLEARN_ARTIFACT"],
         values["MODELPORT_MONITORING"],
         values["MODELPORT_DRIFT_FLUSH_SECONDS"],
-    ) == ("tflite", "false", "0")
+    ) == ("tflite", "onnx", "false", "0")
     # What the chart renders is what the service's settings accept.
     from modelport.settings import ServiceSettings
 
     settings = ServiceSettings(
         keras_artifact=values["MODELPORT_KERAS_ARTIFACT"],
+        sklearn_artifact=values["MODELPORT_SKLEARN_ARTIFACT"],
         monitoring=values["MODELPORT_MONITORING"],
         drift_flush_seconds=values["MODELPORT_DRIFT_FLUSH_SECONDS"],
     )
-    assert (settings.keras_artifact, settings.monitoring, settings.drift_flush_seconds) == (
-        "tflite",
-        False,
-        0.0,
-    )
+    assert (
+        settings.keras_artifact,
+        settings.sklearn_artifact,
+        settings.monitoring,
+        settings.drift_flush_seconds,
+    ) == ("tflite", "onnx", False, 0.0)
 
 
 def test_explain_values_reach_the_service(render: Renderer) -> None:

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.chart
         (["--set", "service.port=70000"], "at '/service/port': maximum"),
         (["--set", "bentoml.workers=0"], "at '/bentoml/workers': minimum"),
         (["--set", "serving.kerasArtifact=onnx"], "at '/serving/kerasArtifact'"),
+        (["--set", "serving.sklearnArtifact=tflite"], "at '/serving/sklearnArtifact'"),
         (["--set", "serving.driftFlushSeconds=-1"], "at '/serving/driftFlushSeconds': minimum"),
         (["--set", "serving.explain.budgetSeconds=0"], "at '/serving/explain/budgetSeconds'"),
         (["--set", "serving.explain.maxRows=0"], "at '/serving/explain/maxRows': minimum"),

@@ -157,6 +157,8 @@ spec:
               value: {{ $v.bentoml.doNotTrack | quote }}
             - name: MODELPORT_KERAS_ARTIFACT
               value: {{ $v.serving.kerasArtifact | quote }}
+            - name: MODELPORT_SKLEARN_ARTIFACT
+              value: {{ $v.serving.sklearnArtifact | quote }}
             - name: MODELPORT_MONITORING
               value: {{ $v.serving.monitoring | quote }}
             - name: MODELPORT_DRIFT_FLUSH_SECONDS
