@@ -1,11 +1,14 @@
 """``python -m bench.estimators [--recipe breast-cancer] [--seconds S]``: single-row
-latency per estimator family, in-process and served.
+latency per estimator family, in-process and served, native and ONNX Runtime.
 
 Each scikit-learn family is trained on the recipe (into a BentoML home of its own, so
 the local store is untouched) with ``modelport train --estimator``; then, per model:
 the predictor's own single-row latency exactly as the service prepares it (fast path
-on when the model allows it), whether the fast path took it, and ``/predict`` p50 and
-p99 at one client from one server serving every family.
+on when the model allows it), whether the fast path took it, the same for the model's
+ONNX form (or why training refused it), what training measured for both forms (one
+row, 1000 rows), which form ``MODELPORT_SKLEARN_ARTIFACT=auto`` serves, and
+``/predict`` p50 and p99 at one client from one server serving every family (with
+``auto``: the form in the "auto serves" column).
 """
 
 from __future__ import annotations
@@ -51,16 +54,16 @@ def _train(recipe: str, family: str, env: dict[str, str]) -> str | None:
     return name
 
 
-def _inprocess(name: str, seconds: float) -> tuple[float, bool]:
-    """Mean single-row latency (µs) of the predictor as served, and whether the array
-    fast path took the model."""
+def _inprocess(name: str, seconds: float, form: str = "native") -> tuple[float, bool]:
+    """Mean single-row latency (µs) of the predictor as served in ``form`` (native or
+    onnx), and whether the array fast path took the model."""
     from modelport import store
     from service.runtime import _enable_fast_path
     from service.validation import Schema, parse_instances
 
     model = store.resolve(name)
     card = store.card_of(model)
-    predictor = store.predictor_of(model, card)
+    predictor = store.predictor_of(model, card, sklearn_kind=form)
     schema = Schema(card)
     fast = schema.all_numeric and _enable_fast_path(predictor, card) is None
     batch = parse_instances(card.sample.instances[:1], schema, 1)
@@ -98,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict[str, Any]] = []
         for family, name in names.items():
             us, fast = _inprocess(name, args.seconds)
-            rows.append({"family": family, "model": name, "inprocess_us": us, "fast_path": fast})
+            entry: dict[str, Any] = {"family": family, "model": name, "inprocess_us": us}
+            rows.append({**entry, "fast_path": fast, **_onnx(name, args.seconds)})
         with suite.modelport_server(plan, ",".join(names.values())) as (url, _, _):
             for row in rows:
                 from modelport import store
@@ -117,16 +121,43 @@ def main(argv: list[str] | None = None) -> int:
                 )
     print(f"\n{args.recipe}, one row per request")
     print(
-        "| family | fast path | in-process µs/row | served p50 ms | served p99 ms "
-        "| served req/s (1 client) |"
+        "| family | fast path | in-process µs/row | ONNX in-process µs/row "
+        "| at training: one row µs, native / ONNX | at training: 1000 rows ms, native / ONNX "
+        "| auto serves | served p50 ms | served p99 ms | served req/s (1 client) |"
     )
-    print("|---|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
     for r in rows:
+        onnx_us = f"{r['onnx_us']:.0f}" if r["onnx_us"] is not None else "refused"
         print(
             f"| {r['family']} | {'yes' if r['fast_path'] else 'no'} | {r['inprocess_us']:.0f} | "
+            f"{onnx_us} | {r['trained_row']} | {r['trained_batch']} | {r['auto']} | "
             f"{r['served_p50_ms']:.2f} | {r['served_p99_ms']:.2f} | {r['served_rps']:.0f} |"
         )
+    refused = [r for r in rows if r["onnx_us"] is None]
+    for r in refused:
+        print(f"\n{r['family']}: no ONNX form: {r['onnx_reason']}")
     return 0
+
+
+def _onnx(name: str, seconds: float) -> dict[str, Any]:
+    """The ONNX form of one model: its in-process latency as served (``None`` when
+    training refused it, with the reason), what training measured, and what ``auto``
+    serves."""
+    from modelport import store
+
+    card = store.card_of(store.resolve(name))
+    recorded = next((a for a in card.artifacts if a.kind == "onnx"), None)
+    lat = recorded.latency if recorded is not None else None
+    out: dict[str, Any] = {
+        "onnx_us": None,
+        "onnx_reason": recorded.reason if recorded is not None else "not made (older model)",
+        "trained_row": f"{lat.native_row_us:.0f} / {lat.row_us:.0f}" if lat else "-",
+        "trained_batch": f"{lat.native_batch_ms:.2f} / {lat.batch_ms:.2f}" if lat else "-",
+        "auto": store.sklearn_artifact(card, "auto"),
+    }
+    if recorded is not None and recorded.accepted:
+        out["onnx_us"], _ = _inprocess(name, seconds, "onnx")
+    return out
 
 
 if __name__ == "__main__":
