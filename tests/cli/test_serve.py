@@ -18,19 +18,9 @@ import httpx
 import pytest
 
 from modelport import server as srv
+from tests.service.conftest import private_home
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _home(base: Path) -> Path:
-    """A BentoML home sharing the session's model store: a starting server empties its
-    home's Prometheus directory, which would disturb other tests' servers."""
-    home = base / "bentoml-home"
-    home.mkdir(exist_ok=True)
-    link = home / "models"
-    if not link.exists():
-        link.symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
-    return home
 
 
 class Cli:
@@ -97,7 +87,7 @@ def run(tmp_path: Path) -> Iterator[type[Cli]]:
 
     class Tracked(Cli):
         def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-            super().__init__(args, _home(tmp_path), env)
+            super().__init__(args, private_home(tmp_path), env)
             started.append(self)
 
     yield Tracked  # type: ignore[misc]
