@@ -80,9 +80,14 @@ def _no_artifact(card: ModelCard, wanted: str) -> NoReturn:
 def sklearn_artifact(card: ModelCard, wanted: str) -> str:
     """Which serving form of a scikit-learn model to load: ``onnx`` when asked for and
     accepted, for ``auto`` only when it was also measured faster than the native model
-    at training; else ``native``."""
+    at training; else ``native``. ``auto`` keeps a model that has a linear form (the card's
+    ``linear``: plain arrays, served without scikit-learn) native: that form needs
+    neither library, and a few array operations leave ONNX Runtime nothing to gain
+    beyond timing noise."""
     onnx = card.artifact("onnx")
     if wanted == "auto":
+        if getattr(card, "linear", None) is not None:
+            return "native"
         faster = onnx is not None and onnx.latency is not None and onnx.latency.faster
         return "onnx" if faster else "native"
     if wanted == "onnx" and onnx is None:
