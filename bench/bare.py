@@ -1,6 +1,9 @@
-"""The HTTP ceiling: a bare Starlette app on uvicorn (one worker) doing the same
-predict as modelport with nothing else: no validation messages, no metrics, no
-BentoML. ``MODELPORT_BENCH_MODEL`` names the model (default breast-cancer).
+"""The HTTP ceiling: a bare Starlette app on uvicorn (one worker) doing the identical
+work of modelport's ``/predict``: the same JSON parsing and validation
+(``service.transport``, ``service.validation``), the same predictor loaded the same
+way (``service.runtime``: linear form or compiled fast path), the same response
+body. Nothing else: no metrics, no model lookup, no BentoML.
+``MODELPORT_BENCH_MODEL`` names the model (default breast-cancer).
 
     uvicorn bench.bare:app --port 3001
 """
@@ -13,43 +16,47 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from service.transport import FastJSON, InputError, error_response, parse_json
+from service.validation import parse_instances
 
 _state: dict[str, Any] = {}
 
 
 @asynccontextmanager
 async def lifespan(_: Starlette) -> AsyncIterator[None]:
-    import pandas as pd
-    import sklearn
+    from modelport.settings import ServiceSettings
+    from service.runtime import _load
 
-    from modelport import store
-
-    model = store.resolve(os.environ.get("MODELPORT_BENCH_MODEL", "breast-cancer"))
-    card = store.card_of(model)
-    predictor = store.predictor_of(model, card)
-    sample = pd.DataFrame(card.sample.instances, columns=card.feature_names).astype(float)
-    predictor.enable_fast_path(card.feature_names, sample)
-    sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
-    _state.update(names=card.feature_names, predictor=predictor)
-    gc.collect()
+    settings = ServiceSettings()
+    loaded = _load(os.environ.get("MODELPORT_BENCH_MODEL", "breast-cancer"), settings)
+    name, version = loaded.tag.split(":", 1)
+    _state.update(loaded=loaded, name=name, version=version, max_rows=settings.max_batch_rows)
     gc.freeze()  # as modelport does after loading: keeps the two comparable
     yield
 
 
 async def predict(request: Request) -> Response:
-    body = orjson.loads(await request.body())
-    names = _state["names"]
-    X = np.array([[row[n] for n in names] for row in body["instances"]], dtype=float)
-    out = _state["predictor"].predict(X)
-    payload = {"predictions": out.predictions, "probabilities": out.probabilities}
-    return Response(
-        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+    loaded = _state["loaded"]
+    try:
+        body = parse_json(await request.body())
+        if not isinstance(body, dict):
+            raise InputError("body: expected a JSON object with 'instances'")
+        batch = parse_instances(body.get("instances"), loaded.schema, _state["max_rows"])
+    except InputError as exc:
+        return error_response(exc.status, exc.message)
+    out = loaded.predictor.predict(batch.model_input)
+    return FastJSON(
+        {
+            "model_name": _state["name"],
+            "model_version": _state["version"],
+            "predictions": out.predictions,
+            "probabilities": out.probabilities,
+        }
     )
 
 

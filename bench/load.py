@@ -29,6 +29,9 @@ class LoadResult:
     p90_ms: float
     p99_ms: float
     errors: int  # non-2xx responses plus socket errors (connect, read, write, timeout)
+    p999_ms: float = float("nan")
+    max_ms: float = float("nan")
+    timeouts: int = 0  # requests not answered within wrk's 10 s
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +67,7 @@ def parse_wrk(output: str, connections: int, seconds: float) -> LoadResult:
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors += int(non2xx.group(1)) if non2xx else 0
+    extra = re.search(r"^tail p999_us=([\d.]+) max_us=([\d.]+) timeouts=(\d+)", output, re.M)
     return LoadResult(
         connections=connections,
         seconds=seconds,
@@ -73,6 +77,9 @@ def parse_wrk(output: str, connections: int, seconds: float) -> LoadResult:
         p90_ms=_ms(dist["90"]),
         p99_ms=_ms(dist["99"]),
         errors=errors,
+        p999_ms=float(extra.group(1)) / 1000 if extra else float("nan"),
+        max_ms=float(extra.group(2)) / 1000 if extra else float("nan"),
+        timeouts=int(extra.group(3)) if extra else 0,
     )
 
 
@@ -92,6 +99,12 @@ def wrk(
             'local f = assert(io.open("' + str(body_file) + '", "rb"))\n'
             'wrk.method = "POST"\nwrk.body = f:read("*a")\nf:close()\n'
             'wrk.headers["Content-Type"] = "application/json"\n'
+            # wrk's --latency report stops at p99: p99.9 and the maximum from its
+            # full histogram, in microseconds.
+            "function done(summary, latency, requests)\n"
+            '  io.write(string.format("tail p999_us=%.1f max_us=%.1f timeouts=%d\\n",\n'
+            "    latency:percentile(99.9), latency.max, summary.errors.timeout))\n"
+            "end\n"
         )
         threads = max(1, min(len(cpu_list), connections))
         cmd = [

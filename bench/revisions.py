@@ -1,6 +1,7 @@
-"""``python -m bench.revisions BASE [--rounds N] [--seconds S]``: the service at git
-revision BASE against the working tree, single-row ``/predict`` and V2 infer at 32
-clients, measured in turn (``suite.alternate``), and the ratio head ÷ base.
+"""``python -m bench.revisions BASE [--rounds N] [--seconds S] [--clients 1,32,128]``:
+the service at git revision BASE against the working tree, single-row ``/predict``
+and V2 infer (32 clients unless told), measured in turn (``suite.alternate``), and
+the ratio head ÷ base with each one's p99 ÷ p50.
 
 BASE is served from a temporary ``git worktree`` with models that BASE's own code
 trains into a BentoML home of its own, so a change to the model card cannot keep the
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("base", help="git revision to compare with, e.g. a commit or tag")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--clients",
+        type=lambda text: [int(c) for c in text.split(",")],
+        default=[32],
+        help="comma-separated concurrency levels (default 32), e.g. 1,32,128",
+    )
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     plan = dataclasses.replace(suite.Plan.make(quick=False), seconds=args.seconds)
     with tempfile.TemporaryDirectory(prefix="modelport-rev-") as tmp:
@@ -76,20 +86,30 @@ def main(argv: list[str] | None = None) -> int:
             )
             results: dict[str, Any] = {}
             with serve(plan, tree, base_env) as base, serve(plan, ROOT, {}) as head:
-                for name, path, body in (
-                    ("/predict", "/predict", suite.single_body()),
-                    ("V2 infer", f"/v2/models/{suite.LOAD_MODEL}/infer", suite.infer_body()),
+                for (name, path, body), clients in itertools.product(
+                    (
+                        ("/predict", "/predict", suite.single_body()),
+                        ("V2 infer", f"/v2/models/{suite.LOAD_MODEL}/infer", suite.infer_body()),
+                    ),
+                    args.clients,
                 ):
-                    print(f"== {name}, 32 clients, {args.rounds} rounds in turn", flush=True)
+                    print(f"== {name}, {clients} clients, {args.rounds} rounds in turn", flush=True)
                     got = suite.alternate(
                         plan,
                         {f"base {name}": base + path, f"head {name}": head + path},
                         body,
                         args.rounds,
+                        clients,
                     )
                     b, h = got[f"base {name}"][0], got[f"head {name}"][0]
-                    results[name] = h["rps"] / b["rps"]
-                    print(f"  head / base: {results[name]:.3f} req/s", flush=True)
+                    results[f"{name} c={clients}"] = {"base": b, "head": h}
+                    print(
+                        f"  head / base: {h['rps'] / b['rps']:.3f} req/s; p99 ÷ p50 base "
+                        f"{b['p99_ms'] / b['p50_ms']:.2f}, head {h['p99_ms'] / h['p50_ms']:.2f}",
+                        flush=True,
+                    )
+                if args.out:
+                    args.out.write_text(json.dumps(results, indent=2) + "\n")
         finally:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],

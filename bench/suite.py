@@ -77,17 +77,12 @@ def _matrix(rows: list[dict[str, Any]], names: list[str]) -> np.ndarray:
 
 
 def load_fast_predictor(name: str) -> Any:
-    """The predictor exactly as the service prepares it (array fast path on)."""
-    import pandas as pd
-    import sklearn
+    """The predictor exactly as the service prepares it (``service.runtime``: the
+    card's linear form, else the compiled fast path)."""
+    from modelport.settings import ServiceSettings
+    from service.runtime import _load
 
-    model = store.resolve(name)
-    card = store.card_of(model)
-    predictor = store.predictor_of(model, card)
-    sample = pd.DataFrame(card.sample.instances, columns=card.feature_names).astype(float)
-    predictor.enable_fast_path(card.feature_names, sample)
-    sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
-    return predictor
+    return _load(name, ServiceSettings()).predictor
 
 
 def inprocess(models: list[str], batches: tuple[int, ...], seconds: float) -> list[dict[str, Any]]:
@@ -261,7 +256,8 @@ def sweep(
         )
         print(
             f"  {label:28s} c={c:<4d} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
-            f"p90 {r.p90_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}",
+            f"p90 {r.p90_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  p99.9 {r.p999_ms:7.2f} ms  "
+            f"errors {r.errors}",
             flush=True,
         )
         out.append({"label": label, **r.as_dict()})
@@ -307,6 +303,109 @@ def batching(plan: Plan, models: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def cold_starts(plan: Plan, models: str, times: int) -> list[float]:
+    """Seconds from process start to ``/readyz`` 200, ``times`` fresh starts."""
+    out = []
+    for _ in range(times):
+        with modelport_server(plan, models) as (_, pid, ready):
+            out.append(ready)
+            print(f"  cold start {ready:.2f} s, worker RSS {rss_mb(pid)['worker_mb']:.0f} MB")
+    return out
+
+
+def _cpu_wait_ms(root_pid: int) -> float:
+    """Milliseconds the process tree has spent runnable but waiting for a CPU
+    (/proc/PID/schedstat, second field): what other work on the machine costs it."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(root_pid)
+        for p in [root, *root.children(recursive=True)]:
+            for task in Path(f"/proc/{p.pid}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[1]) / 1e6
+    except (psutil.Error, OSError, ValueError, IndexError):
+        return float("nan")
+    return total
+
+
+def timeline(
+    plan: Plan, url: str, body: bytes, connections: int, seconds: float, png: Path, pid: int
+) -> dict[str, Any]:
+    """Every request's latency over a long run (bench.timeline, pinned like wrk),
+    summarized per second, plotted to ``png``; with the time the server waited for
+    a CPU meanwhile."""
+    from bench import timeline as tl
+
+    with tempfile.TemporaryDirectory(prefix="modelport-timeline-") as tmp:
+        body_file, out = Path(tmp, "body.json"), Path(tmp, "samples.json")
+        body_file.write_bytes(body)
+        waited = _cpu_wait_ms(pid)
+        subprocess.run(
+            [
+                *pin(plan.client_cpus),
+                sys.executable,
+                "-m",
+                "bench.timeline",
+                url,
+                str(body_file),
+                "--connections",
+                str(connections),
+                "--seconds",
+                str(seconds),
+                "--out",
+                str(out),
+            ],
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        waited = _cpu_wait_ms(pid) - waited
+        samples = json.loads(out.read_text())
+    summary = tl.summarize(samples)
+    summary.update(seconds=seconds, connections=connections, cpu_wait_ms=waited, png=str(png))
+    title = (
+        f"modelport /predict, {connections} clients, {seconds:g} s: p50 "
+        f"{summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms, "
+        f"p99.9 {summary['p999_ms']:.1f} ms"
+    )
+    try:
+        tl.plot(samples, summary, title, png)
+    except ImportError as exc:  # matplotlib is a training extra: the figures still count
+        summary["png"] = f"not drawn: {exc}"
+    print(
+        f"  {summary['requests']} requests: p50 {summary['p50_ms']:.2f} ms, p99 "
+        f"{summary['p99_ms']:.2f} ms, p99.9 {summary['p999_ms']:.2f} ms, max "
+        f"{summary['max_ms']:.1f} ms; worst 1 s p99 {summary['worst_window_p99_ms']:.2f} ms; "
+        f"server waited {waited:.0f} ms for a CPU; plot: {summary['png']}",
+        flush=True,
+    )
+    return summary
+
+
+def against_mlserver(plan: Plan, infer_url: str, rounds: int) -> dict[str, Any]:
+    """1000-row V2 tensor (FP64 JSON), 2 clients, MLServer and modelport in turn."""
+    from bench import mlserver
+
+    if mlserver.executable() is None:
+        why = "not installed (bash hack/install-mlserver.sh)"
+        print(f"  MLServer: {why}", flush=True)
+        return {"error": why}
+    body = infer_body(1000)
+    try:
+        with mlserver.mlserver(plan.server_cpus, LOAD_MODEL) as url:
+            got = alternate(
+                plan,
+                {"MLServer": f"{url}/v2/models/{LOAD_MODEL}/infer", "modelport": infer_url},
+                body,
+                rounds,
+                connections=2,
+            )
+    except (RuntimeError, OSError) as exc:
+        print(f"  MLServer: {exc}", flush=True)
+        return {"error": str(exc)}
+    return {label: points[0] for label, points in got.items()}
+
+
 def keras_service(plan: Plan, artifacts: list[str]) -> list[dict[str, Any]]:
     """The Keras model served alone: cold start (TensorFlow is imported only now),
     memory, and single-row throughput for each serving artifact."""
@@ -329,26 +428,49 @@ def keras_service(plan: Plan, artifacts: list[str]) -> list[dict[str, Any]]:
 
 
 def alternate(
-    plan: Plan, urls: dict[str, str], body: bytes, rounds: int
+    plan: Plan,
+    urls: dict[str, str],
+    body: bytes | dict[str, bytes],
+    rounds: int,
+    connections: int = 32,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Servers measured in turn, ``rounds`` times, at 32 clients; each keeps its
-    median-throughput run. Interleaving cancels slow drifts in what else the machine
-    is doing, which a before/after pair would read as a difference."""
+    """Servers measured in turn, ``rounds`` times; each keeps its median-throughput
+    run, and the range of its runs' throughput and p99. Interleaving cancels slow
+    drifts in what else the machine is doing, which a before/after pair would read
+    as a difference. ``body``: one for all, or one per label."""
     runs: dict[str, list[LoadResult]] = {label: [] for label in urls}
-    for url in urls.values():
-        wrk(url, body, connections=32, seconds=plan.warmup, cpu_list=plan.client_cpus)
+    bodies = body if isinstance(body, dict) else dict.fromkeys(urls, body)
+    c = connections
+    for label, url in urls.items():
+        wrk(url, bodies[label], connections=c, seconds=plan.warmup, cpu_list=plan.client_cpus)
     for _ in range(rounds):
         for label, url in urls.items():
             runs[label].append(
-                wrk(url, body, connections=32, seconds=plan.seconds, cpu_list=plan.client_cpus)
+                wrk(
+                    url,
+                    bodies[label],
+                    connections=c,
+                    seconds=plan.seconds,
+                    cpu_list=plan.client_cpus,
+                )
             )
     out = {}
     for label, results in runs.items():
         r = sorted(results, key=lambda x: x.rps)[len(results) // 2]
         print(
-            f"  {label:28s} c=32   {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
-            f"p99 {r.p99_ms:7.2f} ms  (median of {[round(x.rps) for x in results]})",
+            f"  {label:28s} c={c:<4d} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+            f"p99 {r.p99_ms:7.2f} ms  p99.9 {r.p999_ms:7.2f} ms  "
+            f"(runs: {[round(x.rps) for x in results]} req/s, "
+            f"p99 {[round(x.p99_ms, 2) for x in results]} ms)",
             flush=True,
         )
-        out[label] = [{"label": label, **r.as_dict(), "runs": [x.rps for x in results]}]
+        out[label] = [
+            {
+                "label": label,
+                **r.as_dict(),
+                "runs": [x.rps for x in results],
+                "runs_p99_ms": [x.p99_ms for x in results],
+                "runs_p50_ms": [x.p50_ms for x in results],
+            }
+        ]
     return out
