@@ -86,7 +86,7 @@ def sklearn_artifact(card: ModelCard, wanted: str) -> str:
     beyond timing noise."""
     onnx = card.artifact("onnx")
     if wanted == "auto":
-        if getattr(card, "linear", None) is not None:
+        if card.linear is not None:
             return "native"
         faster = onnx is not None and onnx.latency is not None and onnx.latency.faster
         return "onnx" if faster else "native"

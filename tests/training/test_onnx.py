@@ -57,7 +57,7 @@ def test_faster_means_one_row_ten_percent_quicker_and_the_batch_quicker() -> Non
 def test_serving_form_choice(trained) -> None:
     card: ModelCard = trained["breast-cancer"].card
     # Without a linear form (served without scikit-learn), which auto keeps native.
-    base = card.model_copy(update={"linear": None}) if hasattr(card, "linear") else card
+    base = card.model_copy(update={"linear": None})
     fast = base.model_copy(update={"artifacts": [_onnx(True, _latency(10.0, 0.2))]})
     slow = base.model_copy(update={"artifacts": [_onnx(True, _latency(99.0, 2.0))]})
     refused = base.model_copy(update={"artifacts": [_onnx(False, None)]})
@@ -71,10 +71,10 @@ def test_serving_form_choice(trained) -> None:
     bare = base.model_copy(update={"artifacts": []})
     with pytest.raises(store.StoreError, match=r"this model has: none"):
         store.sklearn_artifact(bare, "onnx")
-    if getattr(card, "linear", None) is not None:
-        linear = card.model_copy(update={"artifacts": fast.artifacts})
-        assert store.sklearn_artifact(linear, "auto") == "native"
-        assert store.sklearn_artifact(linear, "onnx") == "onnx"
+    assert card.linear is not None  # the logistic regression has one
+    linear = card.model_copy(update={"artifacts": fast.artifacts})
+    assert store.sklearn_artifact(linear, "auto") == "native"
+    assert store.sklearn_artifact(linear, "onnx") == "onnx"
 
 
 @pytest.mark.integration
