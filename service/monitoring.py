@@ -252,9 +252,15 @@ class ModelMetrics:
         out-of-range counts. Bin rule as :func:`modelport.metadata.assign_bins`:
         a value's bin is the number of edges strictly below it."""
         values = numeric[:, self._columns]  # (n, F)
-        bins = (values[:, :, None] > self._edges[None, :, :]).sum(axis=2)  # (n, F)
-        flat = bins + np.arange(len(self._columns)) * self._width
-        counts = np.bincount(flat.ravel(), minlength=len(self._bins))
+        # searchsorted(side="left") is the number of edges strictly below each value:
+        # a binary search per value, where comparing with every edge (an n x F x bins
+        # array) cost most of a 1000-row request's monitoring.
+        parts = [
+            np.searchsorted(self._edges[j], values[:, j], side="left") + j * self._width
+            for j in range(len(self._columns))
+        ]
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        counts = np.bincount(flat, minlength=len(self._bins))
         outside = ((values < self._lo) | (values > self._hi)).sum(axis=0)
         return counts.reshape(len(self._columns), self._width), outside
 
