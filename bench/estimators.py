@@ -121,16 +121,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
     print(f"\n{args.recipe}, one row per request")
     print(
-        "| family | fast path | in-process µs/row | ONNX in-process µs/row "
+        "| family | fast path | in-process µs/row | ONNX in-process µs/row | ONNX test delta "
         "| at training: one row µs, native / ONNX | at training: 1000 rows ms, native / ONNX "
         "| auto serves | served p50 ms | served p99 ms | served req/s (1 client) |"
     )
-    print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for r in rows:
         onnx_us = f"{r['onnx_us']:.0f}" if r["onnx_us"] is not None else "refused"
         print(
             f"| {r['family']} | {'yes' if r['fast_path'] else 'no'} | {r['inprocess_us']:.0f} | "
-            f"{onnx_us} | {r['trained_row']} | {r['trained_batch']} | {r['auto']} | "
+            f"{onnx_us} | {r['delta']} | {r['trained_row']} | {r['trained_batch']} | {r['auto']} | "
             f"{r['served_p50_ms']:.2f} | {r['served_p99_ms']:.2f} | {r['served_rps']:.0f} |"
         )
     refused = [r for r in rows if r["onnx_us"] is None]
@@ -154,6 +154,7 @@ def _onnx(name: str, seconds: float) -> dict[str, Any]:
         "trained_row": f"{lat.native_row_us:.0f} / {lat.row_us:.0f}" if lat else "-",
         "trained_batch": f"{lat.native_batch_ms:.2f} / {lat.batch_ms:.2f}" if lat else "-",
         "auto": store.sklearn_artifact(card, "auto"),
+        "delta": "-" if recorded is None or recorded.delta is None else f"{recorded.delta:+.4f}",
     }
     if recorded is not None and recorded.accepted:
         out["onnx_us"], _ = _inprocess(name, seconds, "onnx")
