@@ -793,6 +793,13 @@ def demo(
                 soft_wrap=True,
                 highlight=False,
             )
+            out.print("Why that prediction:", style="bold")
+            out.print(
+                f"curl -s -X POST {url}/explain -H 'Content-Type: application/json' "
+                f"-d '{first[1].decode()}'",
+                soft_wrap=True,
+                highlight=False,
+            )
         out.print(f"Metrics: {url}/metrics   Models: {url}/models   Docs: {url}/", highlight=False)
         if once:
             return
