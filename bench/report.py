@@ -106,9 +106,9 @@ def _target_rows(result: dict[str, Any], s: dict[str, float]) -> list[list[Any]]
 
     def add(key: str, what: str, measured: str, goal: str | None = None) -> None:
         g, at_most = TARGETS[key]
-        rows.append(
-            [what, goal or f"{'≤' if at_most else '≥'} {g:g}", measured, _verdict(key, s[key])]
-        )
+        if goal is None:
+            goal = f"{'≤' if at_most else '≥'} {g:g}" if g else "0"
+        rows.append([what, goal, measured, _verdict(key, s[key])])
 
     for c in (32, 128):
         for label, name in (("predict", "/predict"), ("infer", "V2 infer")):
