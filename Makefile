@@ -75,11 +75,11 @@ build: venv ## Build the bento (prints its tag).
 ##@ Benchmarks
 
 .PHONY: bench
-bench: venv tools ## Benchmark suite (a few minutes): writes bench/results/latest.{json,md}.
+bench: venv tools ## Benchmark suite (about 13 minutes): writes bench/results/latest.{json,md}.
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 .PHONY: bench-quick
-bench-quick: venv tools ## The benchmark suite with short load points (about 2 minutes).
+bench-quick: venv tools ## The benchmark suite with short load points (about 6 minutes).
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 # The git revision `make bench-rev` compares the working tree with.

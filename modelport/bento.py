@@ -15,8 +15,8 @@ def build_config(bentofile: Path, tags: list[str] | None = None) -> dict[str, An
     """The bentofile's build options with models resolved to ``name:version``.
 
     Exact tags go both into the bento's model list and into ``MODELPORT_MODELS``, so
-    the image serves precisely what was built; TensorFlow is dropped from the
-    packages when no Keras model is included (sklearn-only images stay small), shap
+    the image serves precisely what was built; TensorFlow and the TFLite interpreter
+    are dropped when no Keras model is included (sklearn-only images stay small), shap
     when every model has exact linear explanations, and onnxruntime when no model will
     serve its ONNX form (``MODELPORT_SKLEARN_ARTIFACT`` as the bentofile sets it).
     """
@@ -39,7 +39,7 @@ def build_config(bentofile: Path, tags: list[str] | None = None) -> dict[str, An
     python["packages"] = [
         p
         for p in python.get("packages", [])
-        if (keras or not p.startswith("tensorflow"))
+        if (keras or not p.startswith(("tensorflow", "ai-edge-litert")))
         and (shap or not p.startswith("shap"))
         and (onnx or not p.startswith("onnxruntime"))
     ]

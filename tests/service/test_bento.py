@@ -18,12 +18,13 @@ def test_config_pins_versions_and_keeps_tensorflow_only_for_keras(trained) -> No
     exact = [str(store.resolve("breast-cancer").tag), str(store.resolve("diabetes").tag)]
     assert sk["models"] == exact
     assert {"name": "MODELPORT_MODELS", "value": ",".join(exact)} in sk["envs"]
-    assert not any(p.startswith("tensorflow") for p in sk["python"]["packages"])
+    assert not any(p.startswith(("tensorflow", "ai-edge-litert")) for p in sk["python"]["packages"])
     # Both are linear: their explanations are closed-form, the image needs no shap.
     assert not any(p.startswith("shap") for p in sk["python"]["packages"])
     full = bento.build_config(ROOT / "bentofile.yaml")
     assert len(full["models"]) == 3
     assert any(p.startswith("tensorflow") for p in full["python"]["packages"])
+    assert any(p.startswith("ai-edge-litert") for p in full["python"]["packages"])
     assert any(p.startswith("shap") for p in full["python"]["packages"])  # Keras: sampled
     assert not any(p.startswith(("matplotlib", "typer")) for p in full["python"]["packages"])
 
