@@ -31,6 +31,29 @@ def mirrored(url: str) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(root_pid: int) -> float:
+    """User + system CPU seconds of a process tree so far."""
+    import psutil
+
+    root = psutil.Process(root_pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def served(url: str) -> float:
+    """Single-row /predict requests a server answered, by its own counter."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("modelport_requests_total{") and 'endpoint="predict"' in line
+    )
+
+
 def private_home(tmp: Path, name: str) -> str:
     """A BentoML home of its own (its own metrics dir) sharing the local model store."""
     from bentoml._internal.configuration.containers import BentoMLContainer
@@ -56,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             suite.modelport_server(canary_plan, suite.LOAD_MODEL, env=canary_env)
         )
         urls: dict[str, str] = {}
+        pids: dict[str, int] = {}
         for label, fraction in (
             ("no mirroring", None),
             ("mirror 10%", "0.1"),
@@ -64,20 +88,31 @@ def main(argv: list[str] | None = None) -> int:
             env = {"BENTOML_HOME": private_home(tmp, f"stable-{len(urls)}")}
             if fraction is not None:
                 env.update(MODELPORT_SHADOW_URL=canary, MODELPORT_SHADOW_FRACTION=fraction)
-            url, _, _ = stack.enter_context(suite.modelport_server(plan, suite.LOAD_MODEL, env=env))
-            urls[label] = url
+            url, pid, _ = stack.enter_context(
+                suite.modelport_server(plan, suite.LOAD_MODEL, env=env)
+            )
+            urls[label], pids[label] = url, pid
+        before = {k: (cpu_seconds(pids[k]), served(urls[k])) for k in urls}
         got = suite.alternate(plan, {k: v + "/predict" for k, v in urls.items()}, body, args.rounds)
+        # CPU per request of each stable pod (its whole process tree, the sender thread
+        # included): what mirroring costs the pod itself, apart from the load generator
+        # sharing its CPU with the canary.
+        cost = {
+            k: (cpu_seconds(pids[k]) - before[k][0]) / max(served(urls[k]) - before[k][1], 1) * 1e6
+            for k in urls
+        }
         base = got["no mirroring"][0]["rps"]
         print(
-            "\n| stable pod | req/s | ÷ no mirroring | p50 ms | p99 ms "
-            "| mirrored (compared / dropped / failed) |"
+            "\n| stable pod | req/s | ÷ no mirroring | CPU µs/request | ÷ no mirroring "
+            "| p50 ms | p99 ms | mirrored (compared / dropped / failed) |"
         )
-        print("|---|---:|---:|---:|---:|---|")
+        print("|---|---:|---:|---:|---:|---:|---:|---|")
         for label, url in urls.items():
             r = got[label][0]
             m = mirrored(url)
             print(
-                f"| {label} | {r['rps']:.0f} | {r['rps'] / base:.3f} | {r['p50_ms']:.2f} | "
+                f"| {label} | {r['rps']:.0f} | {r['rps'] / base:.3f} | {cost[label]:.0f} | "
+                f"{cost[label] / cost['no mirroring']:.3f} | {r['p50_ms']:.2f} | "
                 f"{r['p99_ms']:.2f} | {m.get('compared', 0):.0f} / {m.get('dropped', 0):.0f} / "
                 f"{m.get('failed', 0):.0f} |"
             )

@@ -188,10 +188,10 @@ class ServiceSettings(BaseSettings):
         0.1, ge=0, le=1, description="Share of requests mirrored when MODELPORT_SHADOW_URL is set."
     )
     shadow_queue: int = Field(
-        256,
+        4096,
         ge=1,
-        description="Mirrored requests waiting to be sent; when full, new ones are dropped "
-        "(and counted) rather than slowing the stable response.",
+        description="Mirrored requests waiting to be sent (every 50 ms, batched); when full, "
+        "new ones are dropped (and counted) rather than slowing the stable response.",
     )
     shadow_tolerance: float = Field(
         0.01,

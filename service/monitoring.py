@@ -352,9 +352,11 @@ class ModelMetrics:
         canary_version: str = "",
         agree: list[bool] | None = None,
         differences: list[float] | None = None,
+        count: int = 1,
     ) -> None:
+        """``count`` mirrored requests with ``outcome``; their rows' agreement."""
         r = self.reg
-        r.shadow_mirrored.labels(*self.labels, outcome).inc()
+        r.shadow_mirrored.labels(*self.labels, outcome).inc(count)
         if agree:
             yes = sum(agree)
             if yes:
