@@ -224,3 +224,36 @@ def test_fast_path_checked_against_recorded_outputs(cancer) -> None:
     )
     with pytest.raises(ValueError, match="expected scores"):
         other.enable_fast_path(names, sample)
+
+
+@pytest.mark.unit
+def test_pending_series_flush_to_what_direct_observation_gives() -> None:
+    """Summed in memory then flushed, a histogram and a counter hold exactly what
+    observing them one by one gives."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from service.monitoring import PendingCounter, PendingHistogram
+
+    registry = CollectorRegistry()
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    direct = Histogram("direct", "d", ["m"], buckets=buckets, registry=registry).labels("x")
+    summed = Histogram("summed", "s", ["m"], buckets=buckets, registry=registry).labels("x")
+    c_direct = Counter("c_direct", "d", registry=registry)
+    c_summed = Counter("c_summed", "s", registry=registry)
+    pending, pending_c = PendingHistogram(summed), PendingCounter(c_summed)
+    values = [0.0005, 0.001, 0.0011, 0.05, 0.1, 0.7, 1.0, 3.0, 0.01, 0.0]
+    for v in values:
+        direct.observe(v)
+        pending.observe(v)
+        c_direct.inc()
+        pending_c.inc()
+    assert registry.get_sample_value("summed_count", {"m": "x"}) == 0  # nothing before a flush
+    pending.flush()
+    pending_c.flush()
+    pending.flush()  # a second flush adds nothing
+    for le in ("0.001", "0.01", "0.1", "1.0", "+Inf"):
+        assert registry.get_sample_value("summed_bucket", {"m": "x", "le": le}) == (
+            registry.get_sample_value("direct_bucket", {"m": "x", "le": le})
+        )
+    assert registry.get_sample_value("summed_sum", {"m": "x"}) == pytest.approx(sum(values))
+    assert registry.get_sample_value("c_summed_total") == len(values)

@@ -211,12 +211,20 @@ def test_two_workers_sum_their_counters(start_server) -> None:
     rows = _instances("diabetes", 1)
     n = 120
     pids_seen = set()
+    version = store.resolve("diabetes").tag.version
+    lab = {"model_name": "diabetes", "model_version": version}
     with s.client() as c:
         for _ in range(n):
             c.post("/predict", json={"instances": rows}).raise_for_status()
-        text = c.get("/metrics").text
-    version = store.resolve("diabetes").tag.version
-    lab = {"model_name": "diabetes", "model_version": version}
+        # Each worker adds its summed observations every MODELPORT_DRIFT_FLUSH_SECONDS;
+        # a scrape flushes only the worker that answers it.
+        deadline = time.monotonic() + 10
+        while True:
+            text = c.get("/metrics").text
+            if value(text, "modelport_prediction_value_count", **lab) >= n:
+                break
+            assert time.monotonic() < deadline, "observations never reached the series"
+            time.sleep(0.2)
     assert value(text, "modelport_requests_total", endpoint="predict", code="200", **lab) == n
     assert value(text, "modelport_prediction_value_count", **lab) == n
     assert value(text, "modelport_model_info", **lab) == 1  # max, not one per worker
