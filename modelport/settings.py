@@ -127,9 +127,10 @@ class ServiceSettings(BaseSettings):
     drift_flush_seconds: float = Field(
         0.5,
         ge=0,
-        description="Drift-bin counts are summed per request and added to their "
-        "Prometheus counters this often (0: on every request, ~10 % slower). They lag "
-        "by at most this much; the remainder is flushed at shutdown.",
+        description="Drift-bin counts and the other per-request series (classes, latency, "
+        "batch size, values) are summed in memory and added to their Prometheus series this "
+        "often (0: on every request, ~13 % slower). They lag by at most this much; the "
+        "remainder is flushed at shutdown. Request counts are never deferred.",
     )
     keras_artifact: Literal["auto", "keras", "saved_model", "tflite"] = Field(
         "auto",
