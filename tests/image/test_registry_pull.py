@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from tests.chart.chartlib import Renderer, one
-from tests.registry.conftest import BUCKET, CREDENTIALS, S3, copy_model, start_moto
+from tests.registry.conftest import BUCKET, CREDENTIALS, S3, copy_model, start_moto_with_bucket
 
 from . import podman
 from .conftest import Report, ServiceImage, start_container
@@ -37,14 +36,7 @@ SECRET = "modelport-registry"
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    boto3.client(
-        "s3",
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    ).create_bucket(Bucket=BUCKET)
+    server = start_moto_with_bucket(tmp_path_factory.mktemp("moto") / "moto.log")
     yield server
     server.stop()
 

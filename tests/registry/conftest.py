@@ -69,11 +69,11 @@ def start_moto(log: Path, env: dict[str, str] | None = None) -> S3:
     raise AssertionError("moto_server did not answer within 60 s")
 
 
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+def start_moto_with_bucket(log: Path) -> S3:
+    """moto's server with the tests' bucket created."""
     import boto3
 
+    server = start_moto(log)
     boto3.client(
         "s3",
         endpoint_url=server.url,
@@ -81,6 +81,12 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
         aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     ).create_bucket(Bucket=BUCKET)
+    return server
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
+    server = start_moto_with_bucket(tmp_path_factory.mktemp("moto") / "moto.log")
     yield server
     server.stop()
 
