@@ -16,7 +16,7 @@ from typing import Any
 import bentoml
 
 from modelport.settings import ServiceSettings
-from service import routes
+from service import accept, routes
 from service.pipeline import Pipeline
 from service.runtime import ModelSet
 from service.shadow import Mirror
@@ -44,6 +44,7 @@ def _own_timeout() -> None:
 
 
 _own_timeout()
+accept.install()  # the worker's event loop drains the accept queue: see service.accept
 
 
 @bentoml.service(
@@ -63,6 +64,8 @@ class ModelPort:
     def __init__(self) -> None:
         import gc
 
+        if log.level == logging.NOTSET:  # BentoML sets up its own loggers only
+            log.setLevel(logging.INFO)  # which form each model serves in, mirroring, ...
         self.settings = ServiceSettings()
         self.models = ModelSet.load(self.settings)
         self.mirror: Mirror | None = None
