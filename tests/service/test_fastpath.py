@@ -141,12 +141,24 @@ def test_vectorised_drift_bins_match_the_training_rule(cancer) -> None:
         assert counts[j, len(r.ratios) :].sum() == 0
         lo, hi = card.features[j].min, card.features[j].max
         assert outside[j] == np.count_nonzero((X[:, j] < lo) | (X[:, j] > hi))
-    # The single-row path (plain Python) agrees with the array path row by row.
-    for row in X[::7]:
-        bins, out = metrics._row_counts(row.tolist())
-        one, one_out = metrics.drift_counts(row[None, :])
-        assert sorted(bins) == np.flatnonzero(one.ravel()).tolist()
-        assert out == np.flatnonzero(one_out).tolist()
+    # Rows observed one request at a time wait, and one flush counts exactly what
+    # binning them together does.
+    from service.validation import Batch
+
+    metrics.deferred = True
+    before = [child._value.get() for child in metrics._bins if child is not None]
+    out_before = [child._value.get() for child in metrics._outside]
+    for row in X:
+        metrics.observe_inputs(Batch(numeric=row[None, :]))
+    assert metrics._waiting_rows == len(X)
+    metrics.flush()
+    after = [child._value.get() for child in metrics._bins if child is not None]
+    added = np.subtract(after, before).tolist()
+    assert added == [int(n) for j, r in enumerate(refs) for n in counts[j, : len(r.ratios)]]
+    assert np.subtract([c._value.get() for c in metrics._outside], out_before).tolist() == (
+        outside.tolist()
+    )
+    assert metrics._waiting == [] and metrics._waiting_rows == 0
 
 
 def _fit(cancer: pd.DataFrame, ct: ColumnTransformer, head) -> tuple[Pipeline, pd.DataFrame]:
@@ -257,3 +269,25 @@ def test_pending_series_flush_to_what_direct_observation_gives() -> None:
         )
     assert registry.get_sample_value("summed_sum", {"m": "x"}) == pytest.approx(sum(values))
     assert registry.get_sample_value("c_summed_total") == len(values)
+
+
+def test_waiting_rows_are_bounded_without_a_flush(cancer) -> None:
+    """If flushes lag, the request that fills the queue bins it: memory stays bounded
+    and no row is lost."""
+    from service.monitoring import ModelMetrics, families
+    from service.validation import Batch
+
+    names = [c for c in cancer.columns if c != "target"]
+    metrics = ModelMetrics(families([]), "m", "v", _card(cancer, names), monitored=30)
+    metrics.deferred = True
+    metrics.MAX_WAITING = 10
+    values = cancer[names].to_numpy(dtype=float)[:25]
+    binned = lambda: sum(c._value.get() for c in metrics._bins if c is not None)  # noqa: E731
+    start = binned()
+    for row in values:
+        metrics.observe_inputs(Batch(numeric=row[None, :]))
+        assert metrics._waiting_rows < 10
+    monitored = len(metrics._columns)
+    assert binned() - start == 20 * monitored  # two queues of ten, binned by requests
+    metrics.flush()
+    assert binned() - start == 25 * monitored
