@@ -106,3 +106,4 @@ class ModelPort:
 
 
 ModelPort.add_asgi_middleware(Guard)  # type: ignore[attr-defined]
+ModelPort.add_asgi_middleware(routes.Direct)  # type: ignore[attr-defined]
