@@ -97,7 +97,7 @@ def _load(tag: str, settings: ServiceSettings) -> _Loaded:
     from modelport import store
 
     try:
-        model = store.resolve(tag)
+        model = store.find(tag)  # model.yaml read by libyaml, not as a bentoml.Model
         card = store.card_of(model)
     except store.StoreError as exc:
         raise ModelLoadError(str(exc)) from None
@@ -226,6 +226,9 @@ class ModelSet:
 
     @classmethod
     def load(cls, settings: ServiceSettings) -> ModelSet:
+        # What the worker has loaded by now (BentoML's app, its clients) stays: out of
+        # the collector's view, or a full collection while the cards are read scans it.
+        gc.freeze()
         result = cls(settings)
         loaded: list[_Loaded] = []
         tags = settings.model_tags()
