@@ -14,6 +14,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,9 @@ class Pipeline:
                 served = self.models.resolve(call.model, call.version)
             valid = codec.validate(call, served, self.settings)
             result = codec.run(call, served, valid)
-            if inspect.isawaitable(result):  # slow stages run off the event loop
+            # Slow stages run off the event loop and hand back a coroutine (checking the
+            # exact type costs a fraction of inspect.isawaitable's ABC lookups).
+            if type(result) is CoroutineType:
                 result = await result
             response = codec.encode(call, served, result)
         except InputError as exc:

@@ -24,8 +24,14 @@ from service.pipeline import EXPLAIN, FEEDBACK, INFER, PREDICT, Codec
 from service.transport import FastJSON, InputError, draining, error_response
 
 
+@functools.cache
+def _current() -> Any:
+    # bentoml's lazy module __getattr__ costs ~3 µs per attribute access: resolved once.
+    return bentoml.get_current_service
+
+
 def _service() -> Any:
-    return bentoml.get_current_service()
+    return _current()()
 
 
 def _route(codec: Codec) -> Any:
