@@ -127,10 +127,11 @@ class ServiceSettings(BaseSettings):
     drift_flush_seconds: float = Field(
         0.5,
         ge=0,
-        description="Drift-bin counts and the other per-request series (classes, latency, "
-        "batch size, values) are summed in memory and added to their Prometheus series this "
-        "often (0: on every request, ~13 % slower). They lag by at most this much; the "
-        "remainder is flushed at shutdown. Request counts are never deferred.",
+        description="Rows wait to be binned into drift counts, and the other per-request "
+        "series (request counts, classes, latency, batch size, values) are summed in memory, "
+        "and both reach their Prometheus series this often (0: on every request). They lag "
+        "by at most this much in the workers that do not answer a scrape (the one that "
+        "answers flushes first); the remainder is flushed at shutdown.",
     )
     keras_artifact: Literal["auto", "keras", "saved_model", "tflite"] = Field(
         "auto",

@@ -291,17 +291,23 @@ class ModelMetrics:
 
     def request(self, endpoint: str, code: int, seconds: float | None = None) -> None:
         key = (endpoint, code)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = self.reg.requests.labels(
-                *self.labels, endpoint, str(code)
-            )
-        child.inc()  # never deferred: error ratios and tests read it at once
-        if seconds is not None and self.enabled:
-            with self._lock:
-                self.latency[endpoint].observe(seconds)
-            if not self.deferred:
-                self.flush()
+        with self._lock:
+            pending = self._requests.get(key)
+            if pending is None:
+                pending = self._requests[key] = PendingCounter(
+                    self.reg.requests.labels(*self.labels, endpoint, str(code))
+                )
+                self._series.append(pending)
+            pending.inc()
+            timed = seconds is not None and self.enabled
+            if timed:
+                self.latency[endpoint].observe(seconds)  # type: ignore[arg-type]
+        if self.deferred:
+            return
+        if timed:  # no Flusher: flushing on every request
+            self.flush()
+        else:  # monitoring off: only the request count, as it comes
+            pending.flush()
 
     def drift_counts(self, numeric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(monitored features x bins) counts of ``numeric``'s rows, and per-feature

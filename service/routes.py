@@ -66,6 +66,10 @@ async def metrics(_: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    flusher = _service().models.flusher
+    if flusher is not None:  # this worker's counts are exact; others' lag <= one flush
+        flusher.flush()
+
     def scrape() -> bytes:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
@@ -208,9 +212,19 @@ class Direct:
             for route in app().routes
             if isinstance(route, Route) and route.methods and "POST" in route.methods
         ]
+        # Paths without parameters by a dict lookup instead of a regex per route.
+        self.static = {
+            route.path: endpoint for route, endpoint in self.hot if not route.param_convertors
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.static.get(scope["path"])
+            if endpoint is not None and not scope.get("root_path"):
+                scope["endpoint"], scope["path_params"] = endpoint, {}
+                response = await endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
             for route, endpoint in self.hot:
                 match, child = route.matches(scope)
                 if match is Match.FULL:

@@ -278,22 +278,22 @@ class ModelSet:
 
     def resolve(self, name: Any, version: Any = None) -> ServedModel:
         """The one model lookup of every route (one message for each way it fails)."""
-        served = ", ".join(sorted(self.models)) or "(none)"
-        if name is None:
-            if len(self.models) == 1:
+        found = self.models.get(name) if isinstance(name, str) else None
+        if found is None:
+            served = ", ".join(sorted(self.models)) or "(none)"
+            if name is None:
+                if len(self.models) != 1:
+                    raise InputError(
+                        f"model: required when several models are served; one of: {served}"
+                    )
                 found = next(iter(self.models.values()))
+            elif not isinstance(name, str):
+                raise InputError(f"model: expected a model name (a string), got {show(name)}")
             else:
                 raise InputError(
-                    f"model: required when several models are served; one of: {served}"
+                    f"model: {show(name)} is not served here; served models: {served}",
+                    status=404,
                 )
-        elif not isinstance(name, str):
-            raise InputError(f"model: expected a model name (a string), got {show(name)}")
-        elif name not in self.models:
-            raise InputError(
-                f"model: {show(name)} is not served here; served models: {served}", status=404
-            )
-        else:
-            found = self.models[name]
         if version is not None and version != found.version:
             raise InputError(
                 f"model_version: {found.name} version {show(version)} is not served here; "

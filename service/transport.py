@@ -181,16 +181,24 @@ class Deadline:
         # task -> [deadline, response started, timed out]
         self._running: dict[asyncio.Task[Any], list[Any]] = {}
         self._sweeping = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the worker runs one loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        # With the loop given, no getpid() system call (Python 3.11 makes one for
+        # every loop lookup): two per request otherwise.
+        task = asyncio.current_task(loop)
+        if task is None:  # a loop other than the one seen first (tests run several)
+            loop = self._loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
         if task is None or task in self._running:  # nested use: the outer call times it
             await self.app(scope, receive, send)
             return
-        loop = asyncio.get_running_loop()
         state = [loop.time() + self.timeout, False, False]
         self._running[task] = state
         if not self._sweeping:
