@@ -42,13 +42,30 @@ class TensorSpec:
     shape: list[int]
 
     def doc(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+_TENSORS: dict[tuple[int, bool], tuple[ModelCard, tuple[list[TensorSpec], list[TensorSpec]]]] = {}
 
 
 def tensors(card: ModelCard, explain: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of a model: one input per feature; ``predict`` (and, for
     classifiers, ``probabilities``) out; with ``explain``, ``attributions`` (one per
-    input feature, in input order) and ``base_values`` (parameters ``explain: true``)."""
+    input feature, in input order) and ``base_values`` (parameters ``explain: true``).
+
+    Kept per card (read-only for callers): every infer request asks, and building a
+    spec per feature cost ~8 µs of a single-row request."""
+    hit = _TENSORS.get((id(card), explain))
+    if hit is not None and hit[0] is card:
+        return hit[1]
+    if len(_TENSORS) > 256:  # cards come and go only in tests
+        _TENSORS.clear()
+    found = _tensors(card, explain)
+    _TENSORS[(id(card), explain)] = (card, found)
+    return found
+
+
+def _tensors(card: ModelCard, explain: bool) -> tuple[list[TensorSpec], list[TensorSpec]]:
     inputs = [
         TensorSpec(f.name, "FP64" if f.kind == "numeric" else "BYTES", [-1, 1])
         for f in card.features
