@@ -8,7 +8,9 @@ resolved once per model at load time, not per request.
 from __future__ import annotations
 
 import threading
+import time
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,6 +232,7 @@ class ModelMetrics:
     _requests: dict[tuple[str, int], Any] = field(default_factory=dict)
 
     MAX_WAITING = 8192  # rows waiting to be binned (see __post_init__)
+    CHUNK = 512  # rows binned per slice (see _bin_waiting)
 
     def __post_init__(self) -> None:
         r, lv = self.reg, (self.name, self.version, self.variant)
@@ -344,27 +347,44 @@ class ModelMetrics:
                 if unseen:
                     self.reg.out_of_range.labels(*self.labels, spec.name).inc(unseen)
 
-    def _bin_waiting(self) -> None:
+    def _bin_waiting(self, pause: Callable[[], None] | None = None) -> None:
         with self._lock:
             blocks, self._waiting, self._waiting_rows = self._waiting, [], 0
         if not blocks:
             return
-        counts, outside = self.drift_counts(
-            blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-        )
-        flat = counts.ravel()
-        for i in np.flatnonzero(flat).tolist():
-            self._bins[i].inc(int(flat[i]))
-        for j in np.flatnonzero(outside).tolist():
-            self._outside[j].inc(int(outside[j]))
+        # In slices of CHUNK rows, with ``pause`` (the Flusher's yield of the GIL)
+        # between them: binning 6 000 rows at once held the GIL for ~4 ms, a stall
+        # every request in flight waited out (p99 at 32 clients went from 1.5 to 2.2
+        # times p50); a slice takes ~0.3 ms.
+        flat = np.zeros(len(self._bins), dtype=np.int64)
+        outside = np.zeros(len(self._outside), dtype=np.int64)
+        part: list[np.ndarray] = []
+        rows = 0
+        for i, block in enumerate(blocks, 1):
+            part.append(block)
+            rows += len(block)
+            if rows < self.CHUNK and i < len(blocks):
+                continue
+            counts, out = self.drift_counts(part[0] if len(part) == 1 else np.concatenate(part))
+            flat += counts.ravel()
+            outside += out
+            part, rows = [], 0
+            if pause is not None and i < len(blocks):
+                pause()
+        updates = [(self._bins[i], int(flat[i])) for i in np.flatnonzero(flat).tolist()]
+        updates += [(self._outside[j], int(outside[j])) for j in np.flatnonzero(outside).tolist()]
+        for k, (child, n) in enumerate(updates, 1):
+            child.inc(n)
+            if pause is not None and k % 64 == 0:  # ~1.5 µs a multiprocess-file write
+                pause()
 
-    def flush(self) -> None:
+    def flush(self, pause: Callable[[], None] | None = None) -> None:
         """Move what waits (rows to bin into drift counts; request, class and histogram
-        counts) into the Prometheus series."""
+        counts) into the Prometheus series; ``pause`` between slices of the work."""
         with self._lock:
             for series in self._series:
                 series.flush()
-        self._bin_waiting()
+        self._bin_waiting(pause)
 
     def observe_missing(self, features: list[str]) -> None:
         for feature in features:
@@ -441,6 +461,12 @@ class ModelMetrics:
             r.feedback.labels(*lv, str(p), str(a), "true" if str(p) == str(a) else "false").inc()
 
 
+def _yield() -> None:
+    # Not sleep(0): slices back to back still added up to a stall for a request in
+    # flight (~2.5 ms at 32 clients); 2 ms apart, a request meets at most one.
+    time.sleep(0.002)
+
+
 class Flusher:
     """Flushes every model's pending drift counts every ``interval`` seconds, from a
     daemon thread; :meth:`stop` (the service's shutdown hook) flushes the rest."""
@@ -463,7 +489,8 @@ class Flusher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.flush()
+            for m in self.metrics:
+                m.flush(pause=_yield)  # the serving thread runs between slices
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,5 +1,6 @@
 """How BentoML's worker runs uvicorn: an event loop that accepts every waiting
-connection at once, and an HTTP protocol that writes a response in one piece.
+connection at once, and an HTTP protocol that starts requests oldest first and
+writes a response in one piece.
 
 **Accepting.** uvloop 0.23 (libuv 1.52) accepts one connection per event-loop
 iteration, and under load one iteration serves every connection with a request
@@ -17,6 +18,10 @@ drains the queue itself; each accepted socket becomes an ordinary uvloop transpo
 app starts the response, then the body: two ``write`` calls and two TCP segments
 for every answer. :class:`HTTPProtocol` holds the headers until the first body
 message and writes both together (the ASGI specification lets a server do so).
+
+**Ordering.** The requests read in one turn of the loop start oldest first, not in
+epoll's order (see :func:`_start_in_order`): at 32 keep-alive clients, p99 went
+from 2.0 to 1.2-1.4 times p50 with monitoring off (bare uvicorn: 2.0).
 
 BentoML's worker runs uvicorn with ``loop="auto"`` and ``http="auto"``;
 :func:`install` points both at this module (tests/service/test_worker.py fails if an
@@ -213,13 +218,51 @@ def _protocol() -> type:
 
     class Protocol(HttpToolsProtocol):
         cycle_class = Cycle
+        answered = 0.0  # loop time of this connection's last answer (new ones: first)
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             if type(cycle) is RequestResponseCycle:
                 cycle.__class__ = Cycle  # the same object, with the one-write send
+            starts = _STARTS.get(self.loop)
+            if starts is None:
+                starts = _STARTS[self.loop] = []
+                self.loop.call_soon(_start_in_order, self.loop)
+            starts.append((self.answered, id(self), self, cycle, app))
+
+        def begin(self, cycle: Any, app: Any) -> None:
             super()._start_asgi_task(cycle, app)
 
+        def on_response_complete(self) -> None:
+            self.answered = self.loop.time()
+            super().on_response_complete()
+
     return Protocol
+
+
+# Requests read in one turn of the loop, started oldest first (see _start_in_order).
+_STARTS: dict[Any, list[tuple[float, int, Any, Any, Any]]] = {}
+
+
+def _start_in_order(loop: Any) -> None:
+    """Start the requests read in one turn of the loop in the order their
+    connections were last answered, not in the order epoll reported them.
+
+    Level-triggered epoll hands back the connections it reported last time first
+    (they stay on its ready list), and a connection whose request arrived just after
+    the poll last. With 32 keep-alive clients that connection was answered last
+    again, its next request again missed the poll: one client in 32 waited two
+    rounds for every answer, and p99 was twice p50 (bare uvicorn too). A closed-loop
+    client sends right after an answer, so the oldest answer marks the oldest request.
+    """
+    starts = _STARTS.pop(loop)
+    if len(starts) > 1:
+        starts.sort(key=_first)
+    for _, _, protocol, cycle, app in starts:
+        protocol.begin(cycle, app)
+
+
+def _first(item: tuple[float, int, Any, Any, Any]) -> tuple[float, int]:
+    return item[0], item[1]
 
 
 @functools.cache

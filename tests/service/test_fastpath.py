@@ -291,3 +291,27 @@ def test_waiting_rows_are_bounded_without_a_flush(cancer) -> None:
     assert binned() - start == 20 * monitored  # two queues of ten, binned by requests
     metrics.flush()
     assert binned() - start == 25 * monitored
+
+
+def test_a_flush_bins_in_slices_and_yields_between_them(cancer) -> None:
+    """The Flusher's flush gives the serving thread the GIL between slices of the
+    binning (no multi-millisecond stall); the counts are those of one binning."""
+    from service.monitoring import ModelMetrics, families
+    from service.validation import Batch
+
+    names = [c for c in cancer.columns if c != "target"]
+    metrics = ModelMetrics(families([]), "m", "v", _card(cancer, names), monitored=30)
+    metrics.deferred = True
+    values = np.vstack([cancer[names].to_numpy(dtype=float)] * 3)[:1300]
+    binned = lambda: [c._value.get() for c in metrics._bins if c is not None]  # noqa: E731
+    before = binned()
+    for row in values:
+        metrics.observe_inputs(Batch(numeric=row[None, :]))
+    metrics.observe_inputs(Batch(numeric=values[:700]))  # one request of 700 rows
+    pauses = []
+    metrics.flush(pause=lambda: pauses.append(1))
+    assert len(pauses) >= 3  # 2 000 rows in slices of 512, and the counter updates
+    counts, _ = metrics.drift_counts(np.vstack([values, values[:700]]))
+    widths = [len(r.ratios) for r in metrics.card.drift.features][: len(metrics._columns)]
+    expected = [int(n) for j, w in enumerate(widths) for n in counts[j, :w]]
+    assert np.subtract(binned(), before).tolist() == expected

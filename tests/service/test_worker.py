@@ -271,3 +271,31 @@ def test_model_routes_skip_tracing_unless_tracing_is_asked_for(
     assert spans(svc.HOT_ROUTES, "/v2/models/m/infer") == 0
     assert spans(svc.HOT_ROUTES, "/readyz") > 0  # everything else is traced as before
     assert spans([], "/predict") > 0  # tracing asked for on the model routes too
+
+
+def test_requests_read_in_one_turn_start_oldest_answer_first() -> None:
+    """Level-triggered epoll reports a connection whose request just missed the
+    last poll after all the others; started in epoll's order it would be answered
+    last again and again (two rounds per request). Started by when each connection
+    was last answered, it goes first."""
+    order: list[float] = []
+
+    class Recording(worker.http_protocol()):  # type: ignore[misc]
+        def __init__(self, loop: asyncio.AbstractEventLoop, answered: float) -> None:
+            self.loop, self.answered = loop, answered
+
+        def begin(self, cycle: object, app: object) -> None:
+            order.append(self.answered)
+
+    loop = uvloop.new_event_loop()
+    try:
+        for answered in (5.0, 1.0, 3.0, 0.0):  # the order epoll reported them in
+            Recording(loop, answered)._start_asgi_task(object(), None)
+        assert order == []  # nothing starts inside the I/O callbacks
+        _iterate(loop)
+        assert order == [0.0, 1.0, 3.0, 5.0]
+        Recording(loop, 2.0)._start_asgi_task(object(), None)  # the next turn: alone
+        _iterate(loop)
+        assert order[-1] == 2.0
+    finally:
+        loop.close()
