@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport import __version__
 from service import v2
@@ -222,14 +222,34 @@ class Direct:
             endpoint = self.static.get(scope["path"])
             if endpoint is not None and not scope.get("root_path"):
                 scope["endpoint"], scope["path_params"] = endpoint, {}
-                response = await endpoint(Request(scope, receive, send))
-                await response(scope, receive, send)
+                await self._serve(endpoint, scope, receive, send)
                 return
             for route, endpoint in self.hot:
                 match, child = route.matches(scope)
                 if match is Match.FULL:
                     scope.update(child)
-                    response = await endpoint(Request(scope, receive, send))
-                    await response(scope, receive, send)
+                    await self._serve(endpoint, scope, receive, send)
                     return
         await self.inner(scope, receive, send)
+
+    @staticmethod
+    async def _serve(endpoint: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body"):
+            # A body in one message (the usual case) handed to the Request as read:
+            # Starlette's body() would read it through an async generator (~1.5 µs).
+            request = Request(scope, receive, send)
+            request._body = message.get("body", b"")
+        else:
+            request = Request(scope, _replay(message, receive), send)
+        response = await endpoint(request)
+        await response(scope, receive, send)
+
+
+def _replay(first: Message, receive: Receive) -> Receive:
+    pending: list[Message] = [first]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed

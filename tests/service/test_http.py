@@ -224,6 +224,18 @@ def test_body_over_size_limit_is_413(server) -> None:
         r = c.post("/predict", content=chunks(), headers={"Content-Type": "application/json"})
         assert r.status_code == 413
 
+        # A body within the limit in several chunks (several ASGI messages) is read whole.
+        small = json.dumps({"model": "breast-cancer", "instances": [_cancer_row()] * 40})
+
+        def pieces():
+            for i in range(0, len(small), 1000):
+                yield small[i : i + 1000].encode()
+
+        r = c.post("/predict", content=pieces(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 40
+        whole = c.post("/predict", content=small, headers={"Content-Type": "application/json"})
+        assert whole.json() == r.json()
+
 
 @pytest.mark.parametrize(
     ("payload", "status", "message"),
