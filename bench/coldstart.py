@@ -39,17 +39,6 @@ class Start:
     cpu_wait_ms: float  # runnable but waiting for a CPU, by then
 
 
-def _tree_cpu(pid: int) -> float:
-    import psutil
-
-    root = psutil.Process(pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        times = p.cpu_times()
-        total += times.user + times.system
-    return total
-
-
 def cold_start(plan: suite.Plan, tree: Path, models: str) -> Start:
     """One start of the service in ``tree`` (its ``modelport`` package too)."""
     port = server.free_port()
@@ -65,7 +54,7 @@ def cold_start(plan: suite.Plan, tree: Path, models: str) -> Start:
     )
     try:
         seconds = server.wait_ready(url, proc, timeout=180, interval=0.05, since=since)
-        return Start(seconds, _tree_cpu(proc.pid), suite._cpu_wait_ms(proc.pid))
+        return Start(seconds, suite.cpu_seconds(proc.pid), suite._cpu_wait_ms(proc.pid))
     finally:
         suite._stop(proc)
 

@@ -31,18 +31,6 @@ def mirrored(url: str) -> dict[str, float]:
     return out
 
 
-def cpu_seconds(root_pid: int) -> float:
-    """User + system CPU seconds of a process tree so far."""
-    import psutil
-
-    root = psutil.Process(root_pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        times = p.cpu_times()
-        total += times.user + times.system
-    return total
-
-
 def served(url: str) -> float:
     """Single-row /predict requests a server answered, by its own counter."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
@@ -92,13 +80,15 @@ def main(argv: list[str] | None = None) -> int:
                 suite.modelport_server(plan, suite.LOAD_MODEL, env=env)
             )
             urls[label], pids[label] = url, pid
-        before = {k: (cpu_seconds(pids[k]), served(urls[k])) for k in urls}
+        before = {k: (suite.cpu_seconds(pids[k]), served(urls[k])) for k in urls}
         got = suite.alternate(plan, {k: v + "/predict" for k, v in urls.items()}, body, args.rounds)
         # CPU per request of each stable pod (its whole process tree, the sender thread
         # included): what mirroring costs the pod itself, apart from the load generator
         # sharing its CPU with the canary.
         cost = {
-            k: (cpu_seconds(pids[k]) - before[k][0]) / max(served(urls[k]) - before[k][1], 1) * 1e6
+            k: (suite.cpu_seconds(pids[k]) - before[k][0])
+            / max(served(urls[k]) - before[k][1], 1)
+            * 1e6
             for k in urls
         }
         base = got["no mirroring"][0]["rps"]

@@ -105,6 +105,18 @@ def inprocess(models: list[str], batches: tuple[int, ...], seconds: float) -> li
     return results
 
 
+def cpu_seconds(root_pid: int) -> float:
+    """User + system CPU seconds of a process tree so far."""
+    import psutil
+
+    root = psutil.Process(root_pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def rss_mb(root_pid: int) -> dict[str, float]:
     """Resident memory (MB) of a process tree: the whole tree, and its largest
     process (the serving worker; BentoML's supervisor is the small one)."""
